@@ -1,0 +1,66 @@
+//! Command-line surface. One module per command family; each owns its clap types and
+//! a `run` function returning the process exit code.
+
+pub mod bgp;
+pub mod lab;
+pub mod probe;
+pub mod tunnel;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Top-level command line.
+#[derive(Debug, Parser)]
+#[command(name = "migroute", version, about = "Moves the network along with a live-migrating VM")]
+pub struct Cli {
+    /// Log format on stderr (`RUST_LOG` sets the filter).
+    #[arg(long, value_enum, global = true, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// BGP tools: decode and encode messages.
+    #[command(subcommand)]
+    Bgp(bgp::BgpCommand),
+    /// Labs: bring containerlab topologies up in network namespaces.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+    /// Traffic probe: open-loop UDP stream and a TCP liveness connection.
+    #[command(subcommand)]
+    Probe(probe::ProbeCommand),
+    /// Tunnels and forwarding overrides owned by migroute.
+    #[command(subcommand)]
+    Tunnel(tunnel::TunnelCommand),
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Bgp(cmd) => bgp::run(cmd),
+        Command::Lab(cmd) => lab::run(cmd),
+        Command::Probe(cmd) => probe::run(cmd),
+        Command::Tunnel(cmd) => tunnel::run(cmd),
+    }
+}
