@@ -1,0 +1,1 @@
+//! The traffic probe (see submodules).
