@@ -1,0 +1,20 @@
+//! The journal: every [`Command`](crate::pe::Command) of every migration, fsynced before
+//! it is carried out, in an embedded `redb` database.
+//!
+//! A migration's journal is the ordered list of its commands (key: migration id and
+//! seq). Rebuilding is folding: [`Journal::load_registry`] restores every machine, then
+//! the agent calls [`Registry::resume`](crate::pe::Registry::resume) (finish interrupted
+//! phases) and reconciles kernel and BGP with
+//! [`Registry::desired_state`](crate::pe::Registry::desired_state).
+//!
+//! Records are JSON, readable with any redb tool when things go wrong; an unknown or
+//! damaged record is a [`JournalError::Corrupt`] naming its key, never a panic.
+
+mod error;
+mod store;
+
+pub use error::JournalError;
+pub use store::Journal;
+
+#[cfg(test)]
+mod tests;

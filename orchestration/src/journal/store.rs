@@ -1,0 +1,178 @@
+//! [`Journal`] on redb.
+
+use super::error::JournalError;
+use crate::pe::{Command, MigrationId, Registry};
+use crate::Time;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+
+/// Commands by (migration id, seq); values are JSON-encoded [`Command`]s.
+pub(crate) const COMMANDS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("pe_commands");
+/// `format` → record format version.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Record format this build writes.
+pub(crate) const FORMAT: u64 = 1;
+
+/// The append-only, fsynced command journal of one agent.
+pub struct Journal {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path`. The file is checked on open so
+    /// that damage is an error rather than a panic later.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, JournalError> {
+        let path = path.as_ref().to_path_buf();
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(&path)
+            .map_err(|source| JournalError::Open {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+        let journal = Journal { db, path };
+        journal.init()?;
+        Ok(journal)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn storage(&self, op: &'static str) -> impl Fn(redb::Error) -> JournalError + '_ {
+        move |source| JournalError::Storage {
+            path: self.path.clone(),
+            op,
+            source: Box::new(source),
+        }
+    }
+
+    fn init(&self) -> Result<(), JournalError> {
+        let err = self.storage("initialize");
+        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| err(e.into()))?;
+            let found = meta
+                .get("format")
+                .map_err(|e| err(e.into()))?
+                .map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("format", FORMAT).map_err(|e| err(e.into()))?;
+                }
+                Some(FORMAT) => {}
+                Some(found) => {
+                    return Err(JournalError::UnsupportedFormat {
+                        path: self.path.clone(),
+                        found,
+                        supported: FORMAT,
+                    })
+                }
+            }
+            tx.open_table(COMMANDS).map_err(|e| err(e.into()))?;
+        }
+        tx.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Appends `cmd` and returns once it is on disk (redb's default durability fsyncs on
+    /// commit). Appending the identical command again is accepted, so an executor that
+    /// retries after an unclear failure does not stop.
+    pub fn append(&self, cmd: &Command) -> Result<(), JournalError> {
+        let bytes = serde_json::to_vec(cmd).map_err(|e| JournalError::Corrupt {
+            path: self.path.clone(),
+            migration: cmd.migration.to_string(),
+            seq: cmd.seq,
+            reason: format!("cannot encode: {e}"),
+        })?;
+        let err = self.storage("append");
+        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut table = tx.open_table(COMMANDS).map_err(|e| err(e.into()))?;
+            let key = (cmd.migration.as_str(), cmd.seq);
+            let same = table
+                .get(key)
+                .map_err(|e| err(e.into()))?
+                .map(|old| old.value() == bytes.as_slice());
+            match same {
+                Some(true) => return Ok(()),
+                Some(false) => {
+                    return Err(JournalError::SeqTaken {
+                        path: self.path.clone(),
+                        migration: cmd.migration.to_string(),
+                        seq: cmd.seq,
+                    })
+                }
+                None => {
+                    table
+                        .insert(key, bytes.as_slice())
+                        .map_err(|e| err(e.into()))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Every journaled command, ordered by migration id then seq.
+    pub fn load(&self) -> Result<Vec<Command>, JournalError> {
+        let err = self.storage("load");
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = tx.open_table(COMMANDS).map_err(|e| err(e.into()))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| err(e.into()))? {
+            let (key, value) = entry.map_err(|e| err(e.into()))?;
+            let (migration, seq) = key.value();
+            let corrupt = |reason: String| JournalError::Corrupt {
+                path: self.path.clone(),
+                migration: migration.to_owned(),
+                seq,
+                reason,
+            };
+            let cmd: Command = serde_json::from_slice(value.value())
+                .map_err(|e| corrupt(format!("does not decode: {e}")))?;
+            if cmd.migration.as_str() != migration || cmd.seq != seq {
+                return Err(corrupt(format!(
+                    "holds ({}, {}) instead",
+                    cmd.migration, cmd.seq
+                )));
+            }
+            out.push(cmd);
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds every migration's machine (observations restart at `now`).
+    pub fn load_registry(&self, now: Time) -> Result<Registry, JournalError> {
+        let commands = self.load()?;
+        Registry::restore(commands, now).map_err(|source| JournalError::Replay {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Drops a finished migration's records (the caller checks it is torn down or
+    /// aborted and its desired state is empty). Returns how many records went.
+    pub fn forget(&self, id: &MigrationId) -> Result<u64, JournalError> {
+        let err = self.storage("forget");
+        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let removed;
+        {
+            let mut table = tx.open_table(COMMANDS).map_err(|e| err(e.into()))?;
+            let before = table.len().map_err(|e| err(e.into()))?;
+            table
+                .retain(|(m, _), _| m != id.as_str())
+                .map_err(|e| err(e.into()))?;
+            removed = before - table.len().map_err(|e| err(e.into()))?;
+        }
+        tx.commit().map_err(|e| err(e.into()))?;
+        Ok(removed)
+    }
+}
