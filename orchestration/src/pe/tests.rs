@@ -937,3 +937,29 @@ fn status_serializes_for_the_get() {
     assert_eq!(v["effects"]["override_installed"], true);
     assert_eq!(v["spec"]["tunnel"]["kind"], "vxlan");
 }
+
+#[test]
+fn restart_measures_hold_and_quiet_afresh_but_keeps_the_stall_deadline() {
+    let m = to_phase(Role::Source, Phase::Announced); // announced at 0
+    let mut r = PeMigration::restore(m.log(), Time::from_millis(10_000)).unwrap();
+    // Hold restarts at the restart (13 s); the stall deadline is journaled time (30 s).
+    assert_eq!(r.poll_timeout(), Some(Time::from_millis(13_000)));
+    run(
+        &mut r,
+        &[
+            (10_000, Resume, &[]),
+            (12_000, counters(4), &[]),
+            (12_999, Timeout, &[]),
+            (13_000, Timeout, &["phase converging"]),
+            (13_000, counters(4), TEARDOWN_SRC),
+        ],
+    );
+}
+
+#[test]
+fn resume_after_a_crash_right_after_creation_creates_the_tunnel() {
+    let m = new(Role::Destination);
+    let mut r = PeMigration::restore(&m.log()[..1], Time::ZERO).unwrap();
+    assert!(!r.effects().tunnel);
+    run(&mut r, &[(0, Resume, &["create-tunnel"]), (1, Resume, &[])]);
+}
