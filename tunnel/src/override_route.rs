@@ -215,3 +215,73 @@ pub async fn remove_observed(handle: &NetlinkHandle, routes: &[OwnedRoute]) -> R
 pub async fn remove(handle: &NetlinkHandle, prefix: Prefix) -> Result<()> {
     remove_batch(handle, &[prefix]).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags};
+
+    fn roundtrip(req: &Request) -> RouteMessage {
+        let bytes = req.to_bytes();
+        let nl = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).unwrap();
+        assert_eq!(nl.header.flags, req.flags);
+        match nl.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m))
+            | NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(m)) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn replace_request_carries_table_protocol_and_onlink_gateway() {
+        let req = replace_request(
+            "10.10.0.5/32".parse().unwrap(),
+            7,
+            Some("192.168.255.1".parse().unwrap()),
+        );
+        assert_eq!(req.flags, FLAGS_REPLACE);
+        let m = roundtrip(&req);
+        assert_eq!(m.header.protocol, RouteProtocol::Other(PROTOCOL));
+        assert_eq!(m.header.table, RouteHeader::RT_TABLE_UNSPEC);
+        assert_eq!(m.header.destination_prefix_length, 32);
+        assert_eq!(m.header.scope, RouteScope::Universe);
+        assert!(m.header.flags.contains(RouteFlags::Onlink));
+        assert!(m.attributes.contains(&RouteAttribute::Table(TABLE)));
+        assert!(m.attributes.contains(&RouteAttribute::Oif(7)));
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Gateway(RouteAddress::Inet(
+                "192.168.255.1".parse().unwrap()
+            ))));
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Destination(RouteAddress::Inet(
+                "10.10.0.5".parse().unwrap()
+            ))));
+    }
+
+    #[test]
+    fn v6_host_route_without_gateway_is_link_scoped() {
+        let m = roundtrip(&replace_request(
+            "2001:db8::5/128".parse().unwrap(),
+            3,
+            None,
+        ));
+        assert_eq!(m.header.destination_prefix_length, 128);
+        assert_eq!(m.header.scope, RouteScope::Link);
+        assert!(!m.header.flags.contains(RouteFlags::Onlink));
+    }
+
+    #[test]
+    fn delete_request_names_prefix_and_table_only() {
+        let req = delete_request_in("10.10.0.5/32".parse().unwrap(), 254);
+        assert_eq!(req.flags, FLAGS_ACK);
+        let m = roundtrip(&req);
+        assert!(m.attributes.contains(&RouteAttribute::Table(254)));
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Oif(_))));
+    }
+}

@@ -155,3 +155,191 @@ pub async fn reconcile(handle: &NetlinkHandle, desired: &Desired) -> Result<Plan
     apply(handle, &plan).await?;
     Ok(plan)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::Counters;
+    use crate::ownership::{OwnedTunnel, TunnelIdentity};
+    use crate::tunnel::Inside;
+    use crate::vxlan::VxlanSpec;
+
+    fn ip(s: &str) -> std::net::IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn spec(name: &str, vni: u32) -> TunnelSpec {
+        TunnelSpec::vxlan(name, VxlanSpec::new(vni, ip("192.0.2.1"), ip("192.0.2.2")))
+            .with_inside(Inside::new(ip("192.168.255.0"), 31).unwrap())
+    }
+
+    /// What the kernel shows for a tunnel created from `s`.
+    fn observed(s: &TunnelSpec, ifindex: u32) -> OwnedTunnel {
+        OwnedTunnel {
+            name: s.name.clone(),
+            ifindex,
+            identity: TunnelIdentity::of_spec(s),
+            up: true,
+            mtu: Some(1450),
+            addresses: s.inside.into_iter().collect(),
+            counters: Counters::default(),
+        }
+    }
+
+    fn route(prefix: &str, table: u32, via: &str, gw: Option<&str>) -> OwnedRoute {
+        OwnedRoute {
+            prefix: prefix.parse().unwrap(),
+            table,
+            oif: Some(7),
+            via: Some(via.into()),
+            gateway: gw.map(ip),
+        }
+    }
+
+    fn ours(family: Family) -> OwnedRule {
+        OwnedRule {
+            family,
+            priority: RULE_PRIORITY,
+            table: TABLE,
+        }
+    }
+
+    fn ovr(prefix: &str, via: &str, gw: Option<&str>) -> Override {
+        Override {
+            prefix: prefix.parse().unwrap(),
+            via: via.into(),
+            gateway: gw.map(ip),
+        }
+    }
+
+    #[test]
+    fn empty_on_both_sides_is_noop() {
+        assert!(diff(&Desired::default(), &Owned::default()).is_noop());
+    }
+
+    #[test]
+    fn matching_state_is_adopted_untouched() {
+        let t = spec("mr-a", 10);
+        let desired = Desired {
+            tunnels: vec![t.clone()],
+            overrides: vec![ovr("10.0.0.5/32", "mr-a", Some("192.168.255.1"))],
+        };
+        let obs = Owned {
+            tunnels: vec![observed(&t, 7)],
+            routes: vec![route("10.0.0.5/32", TABLE, "mr-a", Some("192.168.255.1"))],
+            rules: vec![ours(Family::Ipv4)],
+        };
+        let plan = diff(&desired, &obs);
+        assert!(plan.is_noop(), "{plan:?}");
+        assert_eq!(plan.adopted_tunnels, vec!["mr-a".to_string()]);
+    }
+
+    #[test]
+    fn missing_things_are_created() {
+        let desired = Desired {
+            tunnels: vec![spec("mr-a", 10)],
+            overrides: vec![
+                ovr("10.0.0.5/32", "mr-a", None),
+                ovr("2001:db8::5/128", "mr-a", None),
+            ],
+        };
+        let plan = diff(&desired, &Owned::default());
+        assert_eq!(plan.create_tunnels, desired.tunnels);
+        assert_eq!(plan.replace_overrides, desired.overrides);
+        assert_eq!(plan.add_rules, vec![Family::Ipv4, Family::Ipv6]);
+        assert!(plan.delete_tunnels.is_empty() && plan.delete_routes.is_empty());
+    }
+
+    #[test]
+    fn leftovers_are_removed() {
+        let obs = Owned {
+            tunnels: vec![observed(&spec("mr-old", 3), 9)],
+            routes: vec![route("10.0.0.9/32", TABLE, "mr-old", None)],
+            rules: vec![ours(Family::Ipv4), ours(Family::Ipv6)],
+        };
+        let plan = diff(&Desired::default(), &obs);
+        assert_eq!(plan.delete_tunnels, vec!["mr-old".to_string()]);
+        assert_eq!(plan.delete_routes, obs.routes);
+        assert_eq!(plan.delete_rules, obs.rules);
+        assert!(plan.create_tunnels.is_empty() && plan.add_rules.is_empty());
+    }
+
+    #[test]
+    fn changed_tunnel_is_recreated_and_its_overrides_reinstalled() {
+        let old = spec("mr-a", 10);
+        let new = spec("mr-a", 11);
+        let desired = Desired {
+            tunnels: vec![new.clone()],
+            overrides: vec![ovr("10.0.0.5/32", "mr-a", None)],
+        };
+        let obs = Owned {
+            tunnels: vec![observed(&old, 7)],
+            routes: vec![route("10.0.0.5/32", TABLE, "mr-a", None)],
+            rules: vec![ours(Family::Ipv4)],
+        };
+        let plan = diff(&desired, &obs);
+        assert_eq!(plan.delete_tunnels, vec!["mr-a".to_string()]);
+        assert_eq!(plan.create_tunnels, vec![new]);
+        // The route dies with the old link, so it must be installed again.
+        assert_eq!(plan.replace_overrides, desired.overrides);
+        assert!(plan.delete_routes.is_empty());
+    }
+
+    #[test]
+    fn different_inside_address_or_remote_is_a_change() {
+        let t = spec("mr-a", 10);
+        let mut obs = observed(&t, 7);
+        obs.addresses = vec![Inside::new(ip("192.168.254.0"), 31).unwrap()];
+        assert!(!obs.matches(&t));
+        let mut obs = observed(&t, 7);
+        if let TunnelIdentity::Vxlan { remotes, .. } = &mut obs.identity {
+            remotes.push(ip("192.0.2.99"));
+        }
+        assert!(!obs.matches(&t));
+        assert!(observed(&t, 7).matches(&t));
+    }
+
+    #[test]
+    fn moved_override_is_replaced_and_foreign_table_route_removed() {
+        let desired = Desired {
+            tunnels: vec![spec("mr-a", 10), spec("mr-b", 20)],
+            overrides: vec![ovr("10.0.0.5/32", "mr-b", None)],
+        };
+        let obs = Owned {
+            tunnels: vec![
+                observed(&spec("mr-a", 10), 7),
+                observed(&spec("mr-b", 20), 8),
+            ],
+            routes: vec![
+                route("10.0.0.5/32", TABLE, "mr-a", None),
+                route("10.0.0.5/32", 254, "mr-a", None),
+            ],
+            rules: vec![ours(Family::Ipv4)],
+        };
+        let plan = diff(&desired, &obs);
+        assert_eq!(plan.replace_overrides, desired.overrides);
+        assert_eq!(plan.delete_routes, vec![obs.routes[1].clone()]);
+    }
+
+    #[test]
+    fn stray_rule_priority_is_replaced() {
+        let desired = Desired {
+            tunnels: vec![spec("mr-a", 10)],
+            overrides: vec![ovr("10.0.0.5/32", "mr-a", None)],
+        };
+        let stray = OwnedRule {
+            family: Family::Ipv4,
+            priority: 100,
+            table: TABLE,
+        };
+        let obs = Owned {
+            tunnels: vec![observed(&spec("mr-a", 10), 7)],
+            routes: vec![route("10.0.0.5/32", TABLE, "mr-a", None)],
+            rules: vec![stray.clone(), ours(Family::Ipv4), ours(Family::Ipv4)],
+        };
+        let plan = diff(&desired, &obs);
+        // The stray and the duplicate go, the one good rule stays.
+        assert_eq!(plan.delete_rules, vec![stray, ours(Family::Ipv4)]);
+        assert!(plan.add_rules.is_empty());
+    }
+}

@@ -119,3 +119,32 @@ pub async fn remove_exact(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_EXCL};
+
+    #[test]
+    fn rule_is_tagged_and_exclusive() {
+        let req = add_request(Family::Ipv6);
+        assert_ne!(
+            req.flags & NLM_F_EXCL,
+            0,
+            "without EXCL the kernel adds duplicates"
+        );
+        let nl = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&req.to_bytes()).unwrap();
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRule(m)) = nl.payload else {
+            panic!("not RTM_NEWRULE");
+        };
+        assert_eq!(m.header.family, AddressFamily::Inet6);
+        assert_eq!(m.header.action, RuleAction::ToTable);
+        assert!(m.attributes.contains(&RuleAttribute::Table(TABLE)));
+        assert!(m
+            .attributes
+            .contains(&RuleAttribute::Priority(RULE_PRIORITY)));
+        assert!(m
+            .attributes
+            .contains(&RuleAttribute::Protocol(RouteProtocol::Other(PROTOCOL))));
+    }
+}

@@ -118,3 +118,52 @@ pub(crate) fn neighbour_address(a: IpAddr) -> NeighbourAddress {
         IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_APPEND, NLM_F_EXCL};
+
+    #[test]
+    fn fdb_entry_appends_all_zero_mac_to_remote() {
+        let req = fdb_default_entry(5, "192.0.2.2".parse().unwrap());
+        assert_ne!(req.flags & NLM_F_APPEND, 0);
+        assert_eq!(
+            req.flags & NLM_F_EXCL,
+            0,
+            "EXCL makes a second append fail with EEXIST"
+        );
+        let nl = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&req.to_bytes()).unwrap();
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) = nl.payload else {
+            panic!("not RTM_NEWNEIGH");
+        };
+        assert_eq!(m.header.family, AddressFamily::Bridge);
+        assert_eq!(m.header.ifindex, 5);
+        assert!(m.header.flags.contains(NeighbourFlags::Own));
+        assert!(m
+            .attributes
+            .contains(&NeighbourAttribute::LinkLayerAddress(vec![0; 6])));
+        // AF_BRIDGE destinations parse back as raw bytes.
+        assert!(m
+            .attributes
+            .contains(&NeighbourAttribute::Destination(NeighbourAddress::Other(
+                vec![192, 0, 2, 2]
+            ))));
+    }
+
+    #[test]
+    fn mtu_defaults_follow_underlay_family() {
+        let v4 = VxlanSpec::new(
+            1,
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+        );
+        let v6 = VxlanSpec::new(
+            1,
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        assert_eq!(v4.effective_mtu(), 1450);
+        assert_eq!(v6.effective_mtu(), 1430);
+    }
+}
