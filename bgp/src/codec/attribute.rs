@@ -415,7 +415,7 @@ fn items<const N: usize>(
     nonzero: bool,
     action: AttrAction,
 ) -> Result<impl Iterator<Item = [u8; N]> + '_, AttrFail> {
-    if v.len() % N != 0 || (nonzero && v.is_empty()) {
+    if !v.chunks_exact(N).remainder().is_empty() || (nonzero && v.is_empty()) {
         return Err(bad_length(v.len(), action));
     }
     Ok(v.chunks_exact(N).map(|c| {

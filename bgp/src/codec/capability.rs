@@ -117,7 +117,7 @@ impl Capability {
                 Capability::FourOctetAs(r.u32().map_err(bad)?)
             }
             code::ADD_PATH => {
-                if value.len() % 4 != 0 {
+                if !value.chunks_exact(4).remainder().is_empty() {
                     return Err("add-path capability length is not a multiple of 4");
                 }
                 let mut families = Vec::with_capacity(value.len() / 4);
@@ -135,7 +135,7 @@ impl Capability {
                 Capability::AddPath(families)
             }
             code::GRACEFUL_RESTART => {
-                if value.len() < 2 || (value.len() - 2) % 4 != 0 {
+                if value.len() < 2 || !value[2..].chunks_exact(4).remainder().is_empty() {
                     return Err("graceful restart capability length is not 2 + 4n");
                 }
                 let head = r.u16().map_err(bad)?;

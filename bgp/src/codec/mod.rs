@@ -83,6 +83,15 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// The End-of-RIB family, if this is an untreated End-of-RIB UPDATE. An UPDATE
+    /// emptied by treat-as-withdraw looks like one but is not.
+    pub fn end_of_rib(&self) -> Option<Family> {
+        match &self.message {
+            Message::Update(u) if self.treatment.is_none() => u.end_of_rib(),
+            _ => None,
+        }
+    }
+
     /// Families to disable for the rest of the session (RFC 4760 section 7).
     pub fn disabled_families(&self) -> Vec<(Afi, Safi)> {
         let mut v: Vec<_> = self.errors.iter().filter_map(|e| e.afi_safi).collect();

@@ -96,7 +96,9 @@ impl Update {
     }
 
     /// The End-of-RIB marker's family, if this UPDATE is one (RFC 4724 section 2):
-    /// graceful restart needs it to know when a peer has resent everything.
+    /// graceful restart needs it to know when a peer has resent everything. For a
+    /// received UPDATE use [`super::Decoded::end_of_rib`], which knows whether
+    /// treat-as-withdraw emptied it.
     pub fn end_of_rib(&self) -> Option<Family> {
         if !self.withdrawn.is_empty() || !self.nlri.is_empty() {
             return None;
@@ -211,6 +213,10 @@ impl Update {
                 Attribute::MpUnreach(m) => (m.family, m.withdrawn),
                 _ => continue,
             };
+            // An empty MP_UNREACH_NLRI would read as End-of-RIB.
+            if prefixes.is_empty() {
+                continue;
+            }
             match unreach.iter_mut().find(|u| u.family == family) {
                 Some(u) => u.withdrawn.extend(prefixes),
                 None => unreach.push(MpUnreach {
