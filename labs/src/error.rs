@@ -136,6 +136,9 @@ pub enum LabError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The traffic probe could not run in a node (bind, send, no packet at all).
+    #[error("node `{node}`: probe: {detail}")]
+    Probe { node: String, detail: String },
     /// Something was left behind by `down`.
     #[error("lab `{lab}`: teardown incomplete: {detail}")]
     Teardown { lab: String, detail: String },

@@ -61,7 +61,11 @@ fn load(file: &PathBuf) -> anyhow::Result<Lab> {
 }
 
 fn print<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(value)?
+    );
     Ok(())
 }
 
