@@ -213,6 +213,12 @@ impl Update {
                 Attribute::MpUnreach(m) => (m.family, m.withdrawn),
                 _ => continue,
             };
+            // IPv4 withdrawals go in the Withdrawn Routes field, so that at most one
+            // MP_UNREACH_NLRI (IPv6) remains and the result is a valid UPDATE.
+            if family == Family::Ipv4Unicast {
+                self.withdrawn.extend(prefixes);
+                continue;
+            }
             // An empty MP_UNREACH_NLRI would read as End-of-RIB.
             if prefixes.is_empty() {
                 continue;
