@@ -68,6 +68,16 @@ impl Lab {
         Ok(Self::new(Topology::load(path)?))
     }
 
+    /// The lab to tear down: the full topology when the file still checks, else just
+    /// its name (`down` needs nothing else: the state directory knows the rest).
+    pub fn load_for_teardown(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        match Topology::load(path) {
+            Ok(t) => Ok(Self::new(t)),
+            Err(_) => Ok(Self::new(Topology::name_only(path)?)),
+        }
+    }
+
     /// A lab of an already checked topology.
     pub fn new(topology: Topology) -> Self {
         let state = StateDir::for_lab(&topology.name);

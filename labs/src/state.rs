@@ -158,12 +158,20 @@ pub fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// Whether `pid` is alive and named `comm` (guards against a recycled pid).
+/// Whether `pid` is alive and named `comm` (guards against a recycled pid). A process
+/// whose main thread has exited while other threads still run (FRR daemons shutting
+/// down) counts as alive: killing it then would cut its clean-up short.
 pub fn pid_alive_as(pid: u32, comm: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+    let named = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim() == comm)
-        .unwrap_or(false)
-        && !is_zombie(pid)
+        .unwrap_or(false);
+    named && (!is_zombie(pid) || live_threads(pid) > 1)
+}
+
+fn live_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 fn is_zombie(pid: u32) -> bool {

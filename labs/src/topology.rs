@@ -139,6 +139,35 @@ impl Topology {
         Self::parse(&text, path)
     }
 
+    /// Reads only the lab's `name:`: enough to tear a lab down even when the rest of
+    /// the file (or a bound config) has since become invalid.
+    pub fn name_only(path: impl AsRef<Path>) -> Result<Self, TopologyError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        #[derive(Deserialize)]
+        struct NameOnly {
+            name: Option<String>,
+        }
+        let raw: NameOnly = serde_yaml::from_str(&text).map_err(|source| TopologyError::Yaml {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let name = raw.name.unwrap_or_default();
+        check_lab_name(&name).map_err(|reason| TopologyError::BadLabName {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Ok(Topology {
+            name,
+            path: path.to_path_buf(),
+            nodes: BTreeMap::new(),
+            links: Vec::new(),
+        })
+    }
+
     /// Checks topology text as if it had been read from `path` (binds resolve against
     /// `path`'s folder and must be readable).
     pub fn parse(text: &str, path: &Path) -> Result<Self, TopologyError> {

@@ -445,3 +445,30 @@ fn wait_for_a_missing_route_names_node_and_prefix() {
     lab.down().unwrap();
     assert_gone(&lab, &[]);
 }
+
+#[test]
+fn down_works_when_the_file_no_longer_checks() {
+    if !can_run(&["bird"]) {
+        return;
+    }
+    let (dir, lab) = bird_lab(
+        "ft-edit",
+        "router id 1.1.1.1;\nprotocol device {}\n",
+        "true",
+    );
+    lab.up().unwrap();
+    let pids = daemon_pids(&lab);
+    // The file is edited while the lab runs: it no longer checks, but names the lab.
+    let file = dir.path().join("t.clab.yml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{text}    - endpoints: [\"h1:eth9\", \"ghost:eth1\"]\n"),
+    )
+    .unwrap();
+    assert!(Lab::load(&file).is_err());
+    let teardown = Lab::load_for_teardown(&file).unwrap();
+    let report = teardown.down().unwrap();
+    assert_eq!(report.namespaces_deleted.len(), 2);
+    assert_gone(&lab, &pids);
+}

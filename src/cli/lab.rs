@@ -106,7 +106,8 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Down { file, json } => {
-            let lab = load(&file)?;
+            let lab =
+                Lab::load_for_teardown(&file).with_context(|| format!("lab {}", file.display()))?;
             let report = lab.down()?;
             if json {
                 print(&report)?;

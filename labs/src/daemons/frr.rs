@@ -22,6 +22,21 @@ const KNOWN: &[&str] = &[
     "babeld", "pbrd", "bfdd", "fabricd", "vrrpd", "pathd",
 ];
 
+/// FRR's compiled-in directories that get a per-node private copy: (host path, name of
+/// the node's directory).
+const PRIVATE_DIRS: [(&str, &str); 2] = [("/run/frr", "run"), ("/var/tmp/frr", "tmp")];
+
+/// `sh -c` script: bind-mount two (source, target) pairs, then exec the daemon. `ip
+/// netns exec` already gave the shell its own mount namespace (slave of the host's),
+/// so the mounts are seen by this daemon only and vanish with it.
+const PRIVATE_MOUNTS_SCRIPT: &str = r#"set -e
+for i in 1 2; do
+  mkdir -p "$2"
+  mount --bind "$1" "$2"
+  shift 2
+done
+exec "$@""#;
+
 /// Which daemons a `daemons` file enables (`bgpd=yes`), in start order.
 pub fn enabled_daemons(text: &str) -> Vec<String> {
     let mut out = vec!["zebra".to_string(), "staticd".to_string()];
@@ -65,12 +80,28 @@ pub fn start(ctx: &NodeCtx, config: &Path, daemons_file: Option<&Path>) -> Resul
             format!("chown {}: {e}", ctx.dir.display()),
         )
     })?;
+    // FRR's compiled-in state directories (graceful-restart and sequence-number files
+    // in /run/frr, crash logs in /var/tmp/frr) become per-node directories, bind-mounted
+    // in the daemon's private mount namespace.
+    let mut private = Vec::new();
+    for (host, sub) in PRIVATE_DIRS {
+        let p = ctx.dir.join(sub);
+        std::fs::create_dir_all(&p)
+            .and_then(|()| std::os::unix::fs::chown(&p, Some(uid), Some(gid)))
+            .map_err(|e| fail("zebra", "binds", format!("{}: {e}", p.display())))?;
+        private.push((host, p));
+    }
     let dir = ctx.dir.display().to_string();
     for d in &daemons {
         let bin = Path::new(FRR_BIN_DIR).join(d);
         let log = ctx.dir.join(format!("{d}.log"));
-        let mut c = netns::command(&ctx.netns, &bin.to_string_lossy());
-        c.args(["-d", "-P", "0", "-u", "frr", "-g", "frr", "-f", "/dev/null"])
+        let mut c = netns::command(&ctx.netns, "sh");
+        c.args(["-c", PRIVATE_MOUNTS_SCRIPT, "sh"]);
+        for (host, p) in &private {
+            c.arg(p).arg(host);
+        }
+        c.arg(&bin)
+            .args(["-d", "-P", "0", "-u", "frr", "-g", "frr", "-f", "/dev/null"])
             .arg("-i")
             .arg(ctx.dir.join(format!("{d}.pid")))
             .arg("--vty_socket")

@@ -16,6 +16,29 @@ use super::wire::{Header, Kind, HEADER_LEN};
 /// one hour at 100 kpps.
 const MAX_SEQ: u64 = 360_000_000;
 
+/// Receive buffer asked for: seconds of traffic at 1 kpps.
+const RCVBUF: libc::c_int = 8 << 20;
+
+/// Best effort: `SO_RCVBUFFORCE` (root may exceed `rmem_max`), else `SO_RCVBUF`.
+fn enlarge_rcvbuf(sock: &UdpSocket, bytes: libc::c_int) {
+    use std::os::unix::io::AsRawFd;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on a valid fd with a pointer to a live c_int and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
 /// What to send.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendConfig {
@@ -137,11 +160,13 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Binds the receiving socket (`[::]:port` also receives IPv4).
+    /// Binds the receiving socket (`[::]:port` also receives IPv4) with a large
+    /// receive buffer, so that a receiver descheduled for a while on a loaded machine
+    /// does not itself drop packets and blame the network.
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
-        Ok(Receiver {
-            sock: UdpSocket::bind(addr)?,
-        })
+        let sock = UdpSocket::bind(addr)?;
+        enlarge_rcvbuf(&sock, RCVBUF);
+        Ok(Receiver { sock })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
