@@ -1,5 +1,5 @@
 //! BGP for migroute: the message codec (with RFC 7606 treatment of malformed UPDATEs),
-//! and, to come, the sans-IO session FSM, RIBs, graceful restart and the speaker.
+//! the sans-IO session FSM, RIBs, graceful restart and the speaker.
 //!
 //! # The codec
 //!
@@ -58,4 +58,21 @@
 //! iBGP and its removal on eBGP (7606 §7.5), martian next hops, first AS on eBGP.
 
 pub mod codec;
+pub mod config;
+mod driver;
+pub mod error;
+pub mod events;
+pub mod fsm;
+pub mod gr_store;
+pub mod md5;
+pub mod negotiate;
+pub mod policy;
+pub mod rib;
+pub mod speaker;
 pub mod tool;
+
+pub use config::{MaxPrefix, MaxPrefixAction, PeerConfig, SpeakerConfig};
+pub use error::SpeakerError;
+pub use events::{PeerStatus, ReceivedRoute, SpeakerEvent};
+pub use policy::{ExportPolicy, RouteAttrs};
+pub use speaker::Speaker;

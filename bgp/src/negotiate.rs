@@ -189,7 +189,9 @@ pub fn negotiate(
     };
     let peer_graceful_restart = gr(remote);
     let notification_gr = gr(local).is_some_and(|g| g.notification)
-        && peer_graceful_restart.as_ref().is_some_and(|g| g.notification);
+        && peer_graceful_restart
+            .as_ref()
+            .is_some_and(|g| g.notification);
     Ok(Negotiated {
         ctx: SessionContext::negotiate(local, remote),
         hold_time: local.hold_time.min(remote.hold_time),
@@ -239,7 +241,8 @@ mod tests {
             ..local()
         }
         .open();
-        r.capabilities.retain(|c| !matches!(c, Capability::EnhancedRouteRefresh));
+        r.capabilities
+            .retain(|c| !matches!(c, Capability::EnhancedRouteRefresh));
         let n = negotiate(&l, &r, 65002).unwrap();
         assert_eq!(n.hold_time, 30);
         assert_eq!(n.keepalive(), Some(Duration::from_secs(10)));

@@ -276,7 +276,7 @@ impl Fsm {
             out.push(Action::Close { conn });
             return;
         }
-        if !self.primary.as_ref().is_some_and(|c| c.id == conn) {
+        if self.primary.as_ref().is_none_or(|c| c.id != conn) {
             return;
         }
         if let Some(c) = self.candidate.take() {
