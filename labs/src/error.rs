@@ -82,6 +82,7 @@ pub enum TopologyError {
 /// A failure while bringing a lab up, tearing it down or operating on it.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    /// The file was refused before anything was created.
     #[error(transparent)]
     Topology(#[from] TopologyError),
     /// An external command (ip, vtysh, birdc, gobgp, …) could not run or failed.

@@ -370,7 +370,8 @@ fn detect_daemon(
             path: p.clone(),
             source,
         })?;
-        Ok(p)
+        // Absolute, so daemons that chdir or re-read their config still find it.
+        Ok(std::fs::canonicalize(&p).unwrap_or(p))
     };
     let missing = |daemon, what| TopologyError::MissingBind {
         node: node.to_string(),

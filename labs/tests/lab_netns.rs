@@ -472,3 +472,43 @@ fn down_works_when_the_file_no_longer_checks() {
     assert_eq!(report.namespaces_deleted.len(), 2);
     assert_gone(&lab, &pids);
 }
+
+#[test]
+fn frr_config_that_vtysh_rejects_is_named_and_nothing_remains() {
+    if !can_run(FRR) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("frr.conf"),
+        "hostname r1\nrouter bgp 65001\n neighbor 10.0.0.1 remote-as 65002\n frobnicate now\nexit\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("daemons"), "bgpd=yes\n").unwrap();
+    let file = dir.path().join("t.clab.yml");
+    std::fs::write(
+        &file,
+        "name: ft-frrconf\ntopology:\n  nodes:\n    r1:\n      image: quay.io/frrouting/frr:8.4.4\n      binds: [\"frr.conf:/etc/frr/frr.conf\", \"daemons:/etc/frr/daemons\"]\n",
+    )
+    .unwrap();
+    let lab = Lab::load(&file).unwrap();
+    let _ = lab.down();
+    let err = lab.up().unwrap_err();
+    match &err {
+        LabError::DaemonStart {
+            node,
+            field,
+            detail,
+            ..
+        } => {
+            assert_eq!(node, "r1");
+            assert!(field.contains("frr.conf"), "{err}");
+            assert!(detail.contains("frobnicate"), "{err}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_gone(&lab, &[]);
+    // zebra, staticd and bgpd had started: none may survive the failed `up`.
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("ft-frrconf"));
+}

@@ -57,12 +57,14 @@ pub struct EchoReport {
 }
 
 impl EchoServer {
+    /// Binds before the client starts, so the client never races the listener.
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
         Ok(EchoServer {
             listener: TcpListener::bind(addr)?,
         })
     }
 
+    /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }

@@ -169,6 +169,7 @@ impl Receiver {
         Ok(Receiver { sock })
     }
 
+    /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
     }
