@@ -4,7 +4,10 @@
 //! crates. Protocol logic lives in `migroute-bgp`, `migroute-tunnel`,
 //! `migroute-orchestration` and `migroute-labs`.
 
+mod agent;
+mod api;
 mod cli;
+mod config;
 
 use clap::Parser;
 

@@ -1,7 +1,9 @@
 //! Command-line surface. One module per command family; each owns its clap types and
 //! a `run` function returning the process exit code.
 
+pub mod agent;
 pub mod bgp;
+pub mod bgp_speak;
 pub mod lab;
 pub mod probe;
 pub mod tunnel;
@@ -12,7 +14,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
-#[command(name = "migroute", version, about = "Moves the network along with a live-migrating VM")]
+#[command(
+    name = "migroute",
+    version,
+    about = "Moves the network along with a live-migrating VM"
+)]
 pub struct Cli {
     /// Log format on stderr (`RUST_LOG` sets the filter).
     #[arg(long, value_enum, global = true, default_value = "text")]
@@ -30,6 +36,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The per-PE agent: BGP speaker, tunnel manager and REST API.
+    Agent(agent::AgentArgs),
     /// BGP tools: decode and encode messages.
     #[command(subcommand)]
     Bgp(bgp::BgpCommand),
@@ -58,6 +66,7 @@ pub fn init_logging(format: LogFormat) {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Agent(args) => agent::run(args),
         Command::Bgp(cmd) => bgp::run(cmd),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Probe(cmd) => probe::run(cmd),

@@ -1,0 +1,548 @@
+//! Carrying out one command: the kernel through [`Dataplane`], routes through
+//! [`RouteAnnouncer`], notices to peers and logs.
+//!
+//! The orchestration crate's `executor::execute` is synchronous; inside tokio the
+//! runtime mirrors its loop step by step (see `runtime.rs`) and calls [`perform`] for
+//! each non-`Persist` command, which is why this is async.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use migroute_orchestration::pe::{
+    Action, Command, DesiredState, Notice, Role, TunnelKind, TunnelSpec,
+};
+use migroute_tunnel as tunnel;
+use migroute_tunnel::{Inside, NetlinkHandle, Netns, Override, Prefix};
+use thiserror::Error;
+
+use super::announcer::{AnnounceError, RouteAnnouncer};
+use super::metrics::Metrics;
+use super::sysctl;
+use crate::config::PeConfig;
+
+/// A kernel action failed; the text is recorded in the migration.
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    /// The tunnel crate failed (names the object and errno).
+    #[error(transparent)]
+    Netlink(#[from] tunnel::Error),
+    /// A sysctl could not be written.
+    #[error("sysctl {key} in netns {netns}: {source}")]
+    Sysctl {
+        /// Namespace.
+        netns: Netns,
+        /// The key.
+        key: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything the fake data plane of tests wants to fail with.
+    #[cfg(test)]
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the kernel reconcile did at start.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileReport {
+    /// Tunnels created or recreated.
+    pub created: Vec<String>,
+    /// Tunnels deleted (orphans).
+    pub deleted: Vec<String>,
+    /// Tunnels found right and kept.
+    pub adopted: Vec<String>,
+    /// Overrides (re)installed.
+    pub overrides: usize,
+}
+
+/// The kernel side of a PE, as the runtime needs it. The real one is
+/// [`KernelDataplane`]; tests use a fake. Every undo must succeed when there is nothing
+/// to undo.
+pub trait Dataplane: Send + 'static {
+    /// Creates (or adopts) the tunnel for this side of the move.
+    fn create_tunnel(
+        &mut self,
+        tunnel: &TunnelSpec,
+        role: Role,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Deletes the tunnel; absent is fine.
+    fn delete_tunnel(
+        &mut self,
+        tunnel: &TunnelSpec,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Source: host routes into the tunnel.
+    fn install_override(
+        &mut self,
+        prefixes: &[IpNetwork],
+        tunnel: &TunnelSpec,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Source: removes them; absent is fine.
+    fn remove_override(
+        &mut self,
+        prefixes: &[IpNetwork],
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Destination: forward what arrives through the tunnel.
+    fn ensure_delivery(
+        &mut self,
+        tunnel: &TunnelSpec,
+        role: Role,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Destination: stop forwarding from the tunnel; absent tunnel is fine.
+    fn disable_delivery(
+        &mut self,
+        tunnel: &TunnelSpec,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Packets through the tunnel so far (rx + tx).
+    fn tunnel_packets(
+        &mut self,
+        tunnel: &TunnelSpec,
+    ) -> impl Future<Output = Result<u64, DataplaneError>> + Send;
+    /// Makes the kernel hold exactly `desired` (with each tunnel's role).
+    fn reconcile(
+        &mut self,
+        desired: &DesiredState,
+        roles: &[(TunnelSpec, Role)],
+    ) -> impl Future<Output = Result<ReconcileReport, DataplaneError>> + Send;
+}
+
+/// Kernel object names and addresses, derived from the request alone so that a restart
+/// (or the peer PE) finds the same ones without any extra state.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    /// Local underlay address.
+    pub source: IpAddr,
+    /// Pinned underlay device.
+    pub underlay: Option<String>,
+    /// Pool of inside /31s.
+    pub pool: Ipv4Network,
+}
+
+impl Naming {
+    /// From the PE section of the config.
+    pub fn from_config(pe: &PeConfig) -> Self {
+        Naming {
+            source: pe.tunnel_source,
+            underlay: pe.tunnel_underlay.clone(),
+            pool: pe.tunnel_inside_pool,
+        }
+    }
+
+    /// `mr-v<8 hex>` (VXLAN) or `mr-g<8 hex>` (GRE): a hash of kind, VNI/key and
+    /// remote, since two live migrations may share a VNI toward different peers and a
+    /// link name has 15 bytes.
+    pub fn link_name(tunnel: &TunnelSpec) -> String {
+        let (tag, id) = match tunnel.kind {
+            TunnelKind::Vxlan { vni } => ('v', vni),
+            TunnelKind::Gre { key } => ('g', key),
+        };
+        let mut h = Fnv::new();
+        h.write(&[tag as u8]);
+        h.write(&id.to_be_bytes());
+        match tunnel.remote {
+            IpAddr::V4(a) => h.write(&a.octets()),
+            IpAddr::V6(a) => h.write(&a.octets()),
+        }
+        format!("mr-{tag}{:08x}", h.finish() as u32)
+    }
+
+    /// This side's inside address: the /31 is picked from the pool by VNI/key (both
+    /// PEs compute the same one), the source takes the even address.
+    pub fn inside(&self, tunnel: &TunnelSpec, role: Role) -> Inside {
+        let id = match tunnel.kind {
+            TunnelKind::Vxlan { vni } => vni,
+            TunnelKind::Gre { key } => key,
+        };
+        let pairs = 1u32 << (31 - self.pool.prefix());
+        let base = u32::from(self.pool.network());
+        let even = base + (id % pairs) * 2;
+        let addr = match role {
+            Role::Source => even,
+            Role::Destination => even + 1,
+        };
+        Inside::new(IpAddr::V4(Ipv4Addr::from(addr)), 31).expect("a /31")
+    }
+
+    /// The tunnel crate's spec for this side.
+    pub fn kernel_tunnel(&self, tunnel: &TunnelSpec, role: Role) -> tunnel::TunnelSpec {
+        let name = Self::link_name(tunnel);
+        let spec = match tunnel.kind {
+            TunnelKind::Vxlan { vni } => {
+                let mut v = tunnel::VxlanSpec::new(vni, self.source, tunnel.remote);
+                v.underlay = self.underlay.clone();
+                tunnel::TunnelSpec::vxlan(&name, v)
+            }
+            TunnelKind::Gre { key } => {
+                let mut g = tunnel::GreSpec::new(self.source, tunnel.remote);
+                g.key = Some(key);
+                g.underlay = self.underlay.clone();
+                tunnel::TunnelSpec::gre(&name, g)
+            }
+        };
+        spec.with_inside(self.inside(tunnel, role))
+    }
+
+    /// The source's overrides: IPv4 host routes via the destination's inside address
+    /// (its MAC is a static neighbour, so the first packet is not held for ARP); IPv6
+    /// host routes on-link on the tunnel.
+    pub fn overrides(&self, prefixes: &[IpNetwork], tunnel: &TunnelSpec) -> Vec<Override> {
+        let name = Self::link_name(tunnel);
+        let gateway = self.inside(tunnel, Role::Destination).address;
+        prefixes
+            .iter()
+            .map(|p| {
+                let o = Override::new(to_prefix(*p), &name);
+                if p.is_ipv4() {
+                    o.with_gateway(gateway)
+                } else {
+                    o
+                }
+            })
+            .collect()
+    }
+}
+
+/// Our prefix type to the tunnel crate's.
+pub fn to_prefix(p: IpNetwork) -> Prefix {
+    Prefix::new(p.ip(), p.prefix()).expect("IpNetwork lengths are valid")
+}
+
+/// FNV-1a, 64 bit: stable across builds and Rust versions, unlike `DefaultHasher`.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
+/// The real data plane: one netlink handle in the agent's namespace.
+#[derive(Debug)]
+pub struct KernelDataplane {
+    handle: NetlinkHandle,
+    naming: Naming,
+    metrics: Arc<Metrics>,
+}
+
+impl KernelDataplane {
+    /// Opens the netlink handle in `netns`.
+    pub async fn open(
+        netns: Netns,
+        naming: Naming,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, DataplaneError> {
+        let handle = NetlinkHandle::open(netns).await?;
+        Ok(KernelDataplane {
+            handle,
+            naming,
+            metrics,
+        })
+    }
+
+    fn netns(&self) -> &Netns {
+        self.handle.netns()
+    }
+
+    async fn set(&self, key: String, value: &'static str) -> Result<(), DataplaneError> {
+        sysctl::write(self.netns(), key.clone(), value)
+            .await
+            .map_err(|source| DataplaneError::Sysctl {
+                netns: self.netns().clone(),
+                key,
+                source,
+            })
+    }
+
+    /// Quiets IPv6 housekeeping on a fresh tunnel: router solicitations would count as
+    /// tunnel traffic and delay the "tunnel quiet" test for seconds. Best effort.
+    async fn quiet_link(&self, name: &str) {
+        for (k, v) in [("router_solicitations", "0"), ("dad_transmits", "0")] {
+            let _ = sysctl::write(self.netns(), format!("net/ipv6/conf/{name}/{k}"), v).await;
+        }
+    }
+}
+
+impl Dataplane for KernelDataplane {
+    async fn create_tunnel(&mut self, t: &TunnelSpec, role: Role) -> Result<(), DataplaneError> {
+        let spec = self.naming.kernel_tunnel(t, role);
+        tunnel::tunnel::create(&self.handle, &spec).await?;
+        self.quiet_link(&spec.name).await;
+        Ok(())
+    }
+
+    async fn delete_tunnel(&mut self, t: &TunnelSpec) -> Result<(), DataplaneError> {
+        match tunnel::tunnel::delete(&self.handle, &Naming::link_name(t)).await {
+            Ok(()) | Err(tunnel::Error::LinkNotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn install_override(
+        &mut self,
+        prefixes: &[IpNetwork],
+        t: &TunnelSpec,
+    ) -> Result<(), DataplaneError> {
+        let overrides = self.naming.overrides(prefixes, t);
+        let start = Instant::now();
+        tunnel::override_route::replace_batch(&self.handle, &overrides).await?;
+        self.metrics.observe_override_install(start.elapsed());
+        Ok(())
+    }
+
+    async fn remove_override(&mut self, prefixes: &[IpNetwork]) -> Result<(), DataplaneError> {
+        let ps: Vec<Prefix> = prefixes.iter().map(|p| to_prefix(*p)).collect();
+        tunnel::override_route::remove_batch(&self.handle, &ps).await?;
+        Ok(())
+    }
+
+    async fn ensure_delivery(&mut self, t: &TunnelSpec, role: Role) -> Result<(), DataplaneError> {
+        // The tunnel normally exists since prepare; creating is idempotent and repairs
+        // a link someone deleted by hand.
+        let spec = self.naming.kernel_tunnel(t, role);
+        tunnel::tunnel::create(&self.handle, &spec).await?;
+        let dev = spec.name;
+        // Forward what arrives on the tunnel; loose reverse-path check, because the
+        // client's packets arrive on the tunnel while the route back to the client
+        // leaves by the core (strict rp_filter would drop them).
+        self.set(format!("net/ipv4/conf/{dev}/forwarding"), "1")
+            .await?;
+        self.set(format!("net/ipv4/conf/{dev}/rp_filter"), "2")
+            .await?;
+        let _ = sysctl::write(self.netns(), format!("net/ipv6/conf/{dev}/forwarding"), "1").await;
+        Ok(())
+    }
+
+    async fn disable_delivery(&mut self, t: &TunnelSpec) -> Result<(), DataplaneError> {
+        let dev = Naming::link_name(t);
+        match sysctl::write(self.netns(), format!("net/ipv4/conf/{dev}/forwarding"), "0").await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(DataplaneError::Sysctl {
+                    netns: self.netns().clone(),
+                    key: format!("net/ipv4/conf/{dev}/forwarding"),
+                    source,
+                })
+            }
+        }
+        let _ = sysctl::write(self.netns(), format!("net/ipv6/conf/{dev}/forwarding"), "0").await;
+        Ok(())
+    }
+
+    async fn tunnel_packets(&mut self, t: &TunnelSpec) -> Result<u64, DataplaneError> {
+        let c = tunnel::counters::read(&self.handle, &Naming::link_name(t)).await?;
+        Ok(c.rx_packets.saturating_add(c.tx_packets))
+    }
+
+    async fn reconcile(
+        &mut self,
+        desired: &DesiredState,
+        roles: &[(TunnelSpec, Role)],
+    ) -> Result<ReconcileReport, DataplaneError> {
+        let role_of = |t: &TunnelSpec| {
+            roles
+                .iter()
+                .find(|(s, _)| s == t)
+                .map(|(_, r)| *r)
+                .unwrap_or(Role::Source)
+        };
+        let mut want = tunnel::Desired::default();
+        for t in &desired.tunnels {
+            want.tunnels
+                .push(self.naming.kernel_tunnel(&t.tunnel, role_of(&t.tunnel)));
+        }
+        for o in &desired.overrides {
+            want.overrides
+                .extend(self.naming.overrides(&[o.prefix], &o.tunnel));
+        }
+        let plan = tunnel::reconcile::reconcile(&self.handle, &want).await?;
+        for t in &plan.create_tunnels {
+            self.quiet_link(&t.name).await;
+        }
+        let mut seen = Vec::new();
+        for d in &desired.deliveries {
+            if !seen.contains(&d.tunnel) {
+                seen.push(d.tunnel);
+                self.ensure_delivery(&d.tunnel, role_of(&d.tunnel)).await?;
+            }
+        }
+        Ok(ReconcileReport {
+            created: plan.create_tunnels.iter().map(|t| t.name.clone()).collect(),
+            deleted: plan.delete_tunnels.clone(),
+            adopted: plan.adopted_tunnels.clone(),
+            overrides: plan.replace_overrides.len(),
+        })
+    }
+}
+
+/// Calls a peer agent's API (the destination heard the VM first and tells the source
+/// to switch over).
+#[derive(Debug, Clone)]
+pub struct PeerNotifier {
+    client: reqwest::Client,
+    token: Arc<str>,
+}
+
+impl PeerNotifier {
+    /// A client with a short timeout: a peer that does not answer must not hold up
+    /// this PE's migrations.
+    pub fn new(token: String) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("reqwest client without TLS builds");
+        PeerNotifier {
+            client,
+            token: token.into(),
+        }
+    }
+
+    /// `POST {api_url}/v1/migrations/{id}/switchover`, in the background.
+    pub fn switchover(&self, api_url: &str, id: &str) {
+        let url = format!(
+            "{}/v1/migrations/{id}/switchover",
+            api_url.trim_end_matches('/')
+        );
+        let req = self.client.post(&url).bearer_auth(&*self.token);
+        tokio::spawn(async move {
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(%url, "peer switched over");
+                }
+                Ok(r) => tracing::warn!(%url, status = %r.status(), "peer refused switchover"),
+                Err(e) => tracing::warn!(%url, error = %e, "peer switchover failed"),
+            }
+        });
+    }
+}
+
+/// Everything [`perform`] needs besides the data plane.
+pub struct Effects<'a, D: Dataplane> {
+    /// Kernel.
+    pub dataplane: &'a mut D,
+    /// BGP.
+    pub announcer: &'a dyn RouteAnnouncer,
+    /// Peer API calls.
+    pub notifier: &'a PeerNotifier,
+}
+
+/// Why one command failed, as the machine records it.
+#[derive(Debug, Error)]
+pub enum PerformError {
+    /// Kernel.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// BGP.
+    #[error(transparent)]
+    Announce(#[from] AnnounceError),
+}
+
+/// Carries out one non-`Persist` command. `tunnel` and `role` are the migration's
+/// (some actions, e.g. `DisableDelivery`, name only prefixes).
+pub async fn perform<D: Dataplane>(
+    fx: &mut Effects<'_, D>,
+    cmd: &Command,
+    tunnel: &TunnelSpec,
+    role: Role,
+) -> Result<(), PerformError> {
+    match &cmd.action {
+        Action::Persist(_) => {}
+        Action::CreateTunnel { tunnel } => fx.dataplane.create_tunnel(tunnel, role).await?,
+        Action::DeleteTunnel { tunnel } => fx.dataplane.delete_tunnel(tunnel).await?,
+        Action::InstallOverride { prefixes, tunnel } => {
+            fx.dataplane.install_override(prefixes, tunnel).await?
+        }
+        Action::RemoveOverride { prefixes } => fx.dataplane.remove_override(prefixes).await?,
+        Action::EnsureDelivery { tunnel, .. } => fx.dataplane.ensure_delivery(tunnel, role).await?,
+        Action::DisableDelivery { .. } => fx.dataplane.disable_delivery(tunnel).await?,
+        Action::Announce { routes } => fx.announcer.announce(routes).await?,
+        Action::Withdraw { prefixes } => fx.announcer.withdraw(prefixes).await?,
+        Action::Notify(notice) => match notice {
+            Notice::SwitchOverPeer { api_url } => {
+                fx.notifier.switchover(api_url, cmd.migration.as_str())
+            }
+            Notice::Stalled => {
+                tracing::warn!(migration = %cmd.migration, "not converged in time: stalled, nothing torn down")
+            }
+            Notice::TornDown => tracing::info!(migration = %cmd.migration, "torn down"),
+            Notice::Aborted { reason } => {
+                tracing::warn!(migration = %cmd.migration, reason = ?reason, "aborted")
+            }
+        },
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vx(vni: u32, remote: &str) -> TunnelSpec {
+        TunnelSpec {
+            kind: TunnelKind::Vxlan { vni },
+            remote: remote.parse().unwrap(),
+        }
+    }
+
+    fn naming() -> Naming {
+        Naming {
+            source: "10.0.23.2".parse().unwrap(),
+            underlay: None,
+            pool: "169.254.0.0/16".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn link_names_fit_and_differ_by_remote_and_kind() {
+        let a = Naming::link_name(&vx(100, "10.0.23.3"));
+        let b = Naming::link_name(&vx(100, "10.0.23.4"));
+        let g = Naming::link_name(&TunnelSpec {
+            kind: TunnelKind::Gre { key: 100 },
+            remote: "10.0.23.3".parse().unwrap(),
+        });
+        assert_ne!(a, b);
+        assert!(g.starts_with("mr-g"));
+        for n in [&a, &b, &g] {
+            assert!(n.len() <= 15 && n.starts_with("mr-"), "{n}");
+            assert!(migroute_tunnel::ids::check_link_name(n).is_ok(), "{n}");
+        }
+        assert_eq!(a, Naming::link_name(&vx(100, "10.0.23.3")), "stable");
+    }
+
+    #[test]
+    fn both_sides_pick_the_same_31_and_opposite_ends() {
+        let n = naming();
+        // The destination's tunnel points back at the source: a different remote, the
+        // same VNI, the same /31.
+        let src = n.inside(&vx(4242, "10.0.23.3"), Role::Source);
+        let dst = n.inside(&vx(4242, "10.0.23.2"), Role::Destination);
+        assert_eq!(src.peer(), dst.address);
+        assert_eq!(dst.peer(), src.address);
+        assert!(n.pool.contains(match src.address {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => unreachable!(),
+        }));
+        let o = n.overrides(
+            &[
+                "10.10.0.5/32".parse().unwrap(),
+                "2001:db8:10::5/128".parse().unwrap(),
+            ],
+            &vx(4242, "10.0.23.3"),
+        );
+        assert_eq!(o[0].gateway, Some(dst.address));
+        assert_eq!(o[1].gateway, None);
+        assert_eq!(o[0].via, Naming::link_name(&vx(4242, "10.0.23.3")));
+    }
+}
