@@ -20,6 +20,6 @@ pub mod wait;
 
 pub use error::{LabError, TopologyError};
 pub use lab::{DownReport, Lab, UpReport};
-pub use link_move::MoveReport;
+pub use link_move::{MoveOptions, MoveReport};
 pub use status::LabStatus;
 pub use topology::{Daemon, Topology};

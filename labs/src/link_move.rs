@@ -10,7 +10,7 @@
 //! routes back on the new side and brings it up.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -28,8 +28,19 @@ pub struct MoveReport {
     pub master: Option<String>,
     pub addresses: Vec<String>,
     pub routes: Vec<String>,
-    /// Time from the first to the last kernel change, in microseconds.
+    /// Time from the first to the last kernel change (pause included), in µs.
     pub elapsed_us: u64,
+    /// When the port stopped carrying traffic (set down, or moved) and when it was up
+    /// again on the new side, Unix ns: the outage a probe report is compared with.
+    pub outage_start_unix_ns: u64,
+    pub outage_end_unix_ns: u64,
+}
+
+/// How to move.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MoveOptions {
+    /// Hold the port down this long before moving it: the VM's stop-and-copy pause.
+    pub pause: Option<Duration>,
 }
 
 /// What an interface looks like before the move.
@@ -60,6 +71,17 @@ impl Lab {
     /// Moves `interface`, which now lives in `from`, to node `to`: the far end of a
     /// link changes node while the near end is untouched.
     pub fn move_link_end(&self, from: &str, interface: &str, to: &str) -> Result<MoveReport> {
+        self.move_link_end_with(from, interface, to, MoveOptions::default())
+    }
+
+    /// [`Lab::move_link_end`] with options (a pause before the move).
+    pub fn move_link_end_with(
+        &self,
+        from: &str,
+        interface: &str,
+        to: &str,
+        opts: MoveOptions,
+    ) -> Result<MoveReport> {
         let (from_ns, to_ns) = (self.netns(from)?, self.netns(to)?);
         let owned = self
             .topology
@@ -84,6 +106,11 @@ impl Lab {
             )
             .map(|_| ())
         };
+        let outage_start = crate::probe::unix_ns();
+        if let Some(pause) = opts.pause {
+            ip(&from_ns, &["link", "set", interface, "down"])?;
+            std::thread::sleep(pause);
+        }
         ip(&from_ns, &["link", "set", interface, "netns", &to_ns])?;
         self.state.record_move(from, interface, to)?;
         ip(&to_ns, &["link", "set", interface, "address", &snap.mac])?;
@@ -97,6 +124,7 @@ impl Lab {
             ip(&to_ns, &["link", "set", interface, "master", m])?;
         }
         ip(&to_ns, &["link", "set", interface, "up"])?;
+        let outage_end = crate::probe::unix_ns();
         for a in &snap.addresses {
             let mut args = vec!["addr", "add", a.as_str(), "dev", interface];
             if a.contains(':') {
@@ -118,6 +146,8 @@ impl Lab {
             addresses: snap.addresses,
             routes: snap.routes.iter().map(|r| r[2..].join(" ")).collect(),
             elapsed_us: start.elapsed().as_micros() as u64,
+            outage_start_unix_ns: outage_start,
+            outage_end_unix_ns: outage_end,
         })
     }
 }

@@ -512,3 +512,53 @@ fn frr_config_that_vtysh_rejects_is_named_and_nothing_remains() {
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ps.stdout).contains("ft-frrconf"));
 }
+
+#[test]
+fn probe_loss_during_a_paused_port_move_falls_inside_the_outage() {
+    if !can_run(FRR) {
+        return;
+    }
+    let lab = lab("wan-migration.clab.yml", "wmt-pause");
+    lab.up().unwrap();
+    lab.wait_all_established(Duration::from_secs(30)).unwrap();
+    lab.wait_route("pe-in", "10.10.0.0/24", Duration::from_secs(20))
+        .unwrap();
+    lab.wait_route("pe-a", "10.0.0.0/24", Duration::from_secs(20))
+        .unwrap();
+    let target: SocketAddr = "10.10.0.5:7341".parse().unwrap();
+    let warm = SendConfig::new(target, Duration::from_millis(300));
+    lab.udp_probe("client", "vm", &warm, RecvOptions::default())
+        .unwrap();
+    let lab2 = lab.clone();
+    let probe = std::thread::spawn(move || {
+        let cfg = SendConfig::new(target, Duration::from_secs(3));
+        lab2.udp_probe("client", "vm", &cfg, RecvOptions::default())
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // Out to dc-b and straight back (pe-a still attracts the traffic), pausing 200 ms.
+    let pause = migroute_labs::MoveOptions {
+        pause: Some(Duration::from_millis(200)),
+    };
+    let out = lab
+        .move_link_end_with("dc-a", "eth2", "dc-b", pause)
+        .unwrap();
+    let back = lab
+        .move_link_end_with("dc-b", "eth2", "dc-a", pause)
+        .unwrap();
+    let (_, r) = probe.join().unwrap();
+    assert!(r.lost >= 300, "two 200 ms pauses at 1 kpps: {:?}", r.gaps);
+    // Delivery resumes as soon as the port is back: no loss outside the outage
+    // (a 20 ms margin for the receive side of the last packet in flight).
+    let w = r.loss_in_window(
+        out.outage_start_unix_ns,
+        back.outage_end_unix_ns + 20_000_000,
+    );
+    assert_eq!(w.outside, 0, "loss outside the outage: {:?}", r.gaps);
+    assert_eq!(w.inside, r.lost);
+    assert!(r.longest_gap_ms >= 200.0, "{}", r.longest_gap_ms);
+    assert_eq!(r.lost_send_unix_ns.len() as u64, r.lost);
+    let pids = daemon_pids(&lab);
+    lab.down().unwrap();
+    assert_gone(&lab, &pids);
+}

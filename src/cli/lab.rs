@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
-use migroute_labs::Lab;
+use migroute_labs::{Lab, MoveOptions};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -51,6 +51,9 @@ pub enum LabCommand {
         from: String,
         interface: String,
         to: String,
+        /// Hold the port down this many milliseconds first (a VM's stop-and-copy pause).
+        #[arg(long)]
+        pause_ms: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -153,10 +156,14 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             from,
             interface,
             to,
+            pause_ms,
             json,
         } => {
             let lab = load(&file)?;
-            let report = lab.move_link_end(&from, &interface, &to)?;
+            let opts = MoveOptions {
+                pause: pause_ms.map(Duration::from_millis),
+            };
+            let report = lab.move_link_end_with(&from, &interface, &to, opts)?;
             if json {
                 print(&report)?;
             } else {
