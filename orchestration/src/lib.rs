@@ -9,8 +9,10 @@
 //! ([`executor::execute`]), so that a restart rebuilds every machine from the journal
 //! ([`pe::Registry::restore`]) and replays or compensates instead of guessing.
 
+pub mod drivers;
 pub mod executor;
 pub mod journal;
+pub mod migration;
 pub mod pe;
 mod time;
 

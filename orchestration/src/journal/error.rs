@@ -1,5 +1,6 @@
 //! Journal errors.
 
+use crate::migration::ReplayError as MigrationReplayError;
 use crate::pe::ReplayError;
 use std::path::PathBuf;
 use thiserror::Error;
@@ -69,5 +70,14 @@ pub enum JournalError {
         /// Why.
         #[source]
         source: ReplayError,
+    },
+    /// The orchestrator's records decode but do not fold into a whole-migration machine.
+    #[error("journal {path}: cannot rebuild orchestrated migration")]
+    MigrationReplay {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: MigrationReplayError,
     },
 }

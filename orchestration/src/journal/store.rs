@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 /// Commands by (migration id, seq); values are JSON-encoded [`Command`]s.
 pub(crate) const COMMANDS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("pe_commands");
+/// Whole-migration commands (orchestrator) by (migration id, seq); JSON-encoded
+/// [`crate::migration::Command`]s. A separate table, so an agent's and an orchestrator's
+/// records never mix even when both run in one process with one file.
+pub(crate) const MIGRATION_COMMANDS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("orchestrator_commands");
 /// `format` → record format version.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Record format this build writes.
@@ -16,8 +21,8 @@ pub(crate) const FORMAT: u64 = 1;
 
 /// The append-only, fsynced command journal of one agent.
 pub struct Journal {
-    db: Database,
-    path: PathBuf,
+    pub(super) db: Database,
+    pub(super) path: PathBuf,
 }
 
 impl std::fmt::Debug for Journal {
@@ -48,7 +53,7 @@ impl Journal {
         &self.path
     }
 
-    fn storage(&self, op: &'static str) -> impl Fn(redb::Error) -> JournalError + '_ {
+    pub(super) fn storage(&self, op: &'static str) -> impl Fn(redb::Error) -> JournalError + '_ {
         move |source| JournalError::Storage {
             path: self.path.clone(),
             op,
@@ -79,6 +84,9 @@ impl Journal {
                 }
             }
             tx.open_table(COMMANDS).map_err(|e| err(e.into()))?;
+            // Added after format 1 shipped: older files simply gain the empty table.
+            tx.open_table(MIGRATION_COMMANDS)
+                .map_err(|e| err(e.into()))?;
         }
         tx.commit().map_err(|e| err(e.into()))
     }

@@ -1,0 +1,430 @@
+//! [`MigrationPlan`]: everything the orchestrator needs to move one VM, as an operator
+//! writes it (TOML: `migroute migrate --plan vm1.toml`) or a webhook posts it (JSON).
+//!
+//! The shape is TOML-friendly on purpose: top-level `id`, then one table per party
+//! (`[vm]`, `[source]`, `[destination]`, `[tunnel]`, `[hypervisor]`, `[storage]`,
+//! `[policy]`, `[timeouts]`), enums tagged by a `kind` key, times as integer
+//! milliseconds, no nulls (optional fields are simply left out).
+
+use crate::pe::TunnelKind;
+use crate::pe::{MigrationId, MigrationSpec, PeerPe, Role, RoutePolicy, SpecError, Timers};
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use thiserror::Error;
+
+/// One planned migration. Validate with [`MigrationPlan::validate`] before creating a
+/// [`crate::migration::Migration`]; the machine refuses an invalid plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationPlan {
+    /// The migration's id: also the id both agents know it by (`/v1/migrations/{id}`).
+    pub id: MigrationId,
+    /// What moves.
+    pub vm: VmPlan,
+    /// The PE the VM leaves (PE-A).
+    pub source: AgentPlan,
+    /// The PE the VM goes to (PE-B).
+    pub destination: AgentPlan,
+    /// Tunnel between the two PEs.
+    pub tunnel: TunnelKind,
+    /// Who moves the VM's memory and CPU.
+    pub hypervisor: HypervisorPlan,
+    /// Who moves its disks; `kind = "none"` when it has none (paper §3.1, first case).
+    #[serde(default)]
+    pub storage: StoragePlan,
+    /// Route preference, convergence timers and restart behaviour.
+    #[serde(default)]
+    pub policy: MigrationPolicy,
+    /// Per-phase deadlines.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// The VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmPlan {
+    /// The VM's name (libvirt domain name unless the hypervisor section says otherwise).
+    pub name: String,
+    /// Its host routes, which the agents move.
+    pub prefixes: Vec<IpNetwork>,
+}
+
+/// One PE's agent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPlan {
+    /// Base URL of the agent's REST API, e.g. `http://pe-a:8080`.
+    pub agent_url: String,
+    /// The PE's tunnel endpoint: the other PE's tunnel goes there.
+    pub tunnel_endpoint: IpAddr,
+}
+
+/// The hypervisor, tagged by `kind`. The kind also decides how the switchover is tied to
+/// the VM's resume ([`QuiesceStyle`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
+pub enum HypervisorPlan {
+    /// The netns lab: the "VM" is a namespace whose link moves from site A to site B.
+    /// It pauses the VM, waits for our switchover, moves the link, resumes.
+    Lab {
+        /// The lab topology file (`*.clab.yml`).
+        topology: String,
+        /// The VM node's name in the topology.
+        node: String,
+        /// The node (data center) its link moves to.
+        to: String,
+        /// Simulated stop-and-copy pause.
+        #[serde(default = "default_lab_pause_ms")]
+        pause_ms: u64,
+    },
+    /// libvirt live migration with pre-copy. libvirt only *reports* the suspend, so the
+    /// switchover races the resume inside the stop-and-copy window.
+    Libvirt {
+        /// Connection URI of the source host, e.g. `qemu+ssh://host-a/system`.
+        source_uri: String,
+        /// Connection URI of the destination host.
+        destination_uri: String,
+        /// Domain name, when it differs from `vm.name`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
+        /// Downtime libvirt may use for stop-and-copy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_downtime_ms: Option<u64>,
+    },
+}
+
+fn default_lab_pause_ms() -> u64 {
+    300
+}
+
+/// How a hypervisor lets us order the source's switchover before the VM's resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuiesceStyle {
+    /// The hypervisor reports `Suspended` and waits for our
+    /// [`AckQuiesce`](crate::migration::Action::AckQuiesce) before resuming at the
+    /// destination: the override is guaranteed to be in place first.
+    Hook,
+    /// The hypervisor only reports `Suspended` and resumes on its own: the switchover is
+    /// issued at once and the report says whether it won the race.
+    Observe,
+}
+
+impl HypervisorPlan {
+    /// The quiesce style this kind of hypervisor offers.
+    pub fn quiesce_style(&self) -> QuiesceStyle {
+        match self {
+            HypervisorPlan::Lab { .. } => QuiesceStyle::Hook,
+            HypervisorPlan::Libvirt { .. } => QuiesceStyle::Observe,
+        }
+    }
+}
+
+/// Storage replication, tagged by `kind`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
+pub enum StoragePlan {
+    /// Nothing to replicate: the storage phases are skipped.
+    #[default]
+    None,
+    /// A QEMU block mirror (drive-mirror / blockdev-mirror) to the destination.
+    QemuMirror {
+        /// The guest disk, e.g. `vda`.
+        device: String,
+        /// Where the mirror writes, e.g. `nbd://host-b:10809/vda`.
+        target: String,
+    },
+    /// A DRBD resource replicated between the two sites.
+    Drbd {
+        /// The resource name.
+        resource: String,
+    },
+}
+
+impl StoragePlan {
+    /// Whether the machine runs the storage phases.
+    pub fn is_none(&self) -> bool {
+        matches!(self, StoragePlan::None)
+    }
+}
+
+/// What to do with a migration found unfinished when the orchestrator restarts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnRestart {
+    /// Go on from the journal: every driver action is idempotent, so outstanding ones
+    /// are simply issued again. A hook-style hypervisor mid-migration is still rolled
+    /// back: its quiesce hook lived in the process that died.
+    #[default]
+    Resume,
+    /// Roll back whatever had not reached the point of no return (the VM running at the
+    /// destination); past it, go forward.
+    Rollback,
+}
+
+/// Policy of the whole migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationPolicy {
+    /// How the destination makes its route win (passed to the destination agent).
+    #[serde(default)]
+    pub route: RoutePolicy,
+    /// The agents' convergence timers (passed to both agents).
+    #[serde(default)]
+    pub convergence: Timers,
+    /// Restart behaviour.
+    #[serde(default)]
+    pub on_restart: OnRestart,
+}
+
+/// Deadlines, one per phase, in milliseconds from entering the phase. Missing one is a
+/// failure of that phase: rollback before the point of no return, stall after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Both agents prepared (tunnels up).
+    pub prepare_ms: u64,
+    /// Storage replication started and the bulk copy done (mirror READY).
+    pub storage_async_ms: u64,
+    /// Switched to synchronous replication and in sync.
+    pub storage_sync_ms: u64,
+    /// Destination switched over, then pre-copy until the VM is suspended.
+    pub migrate_ms: u64,
+    /// From the suspend to the source's override acknowledged (and storage cut over):
+    /// the pause budget.
+    pub switchover_ms: u64,
+    /// From the quiesce acknowledged to the VM resumed at the destination.
+    pub resume_ms: u64,
+    /// Both agents told to announce.
+    pub announce_ms: u64,
+    /// From announce to converged (source torn down, destination route held).
+    pub converge_ms: u64,
+    /// Both agents completed.
+    pub teardown_ms: u64,
+    /// Each rollback step (cancel; then the aborts). A step that misses it is recorded
+    /// as failed and the rollback goes on.
+    pub rollback_step_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            prepare_ms: 15_000,
+            storage_async_ms: 3_600_000,
+            storage_sync_ms: 600_000,
+            migrate_ms: 1_800_000,
+            switchover_ms: 2_000,
+            resume_ms: 30_000,
+            announce_ms: 15_000,
+            converge_ms: 300_000,
+            teardown_ms: 30_000,
+            rollback_step_ms: 30_000,
+        }
+    }
+}
+
+/// A plan that cannot run. `field` is the dotted TOML path of the culprit.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PlanError {
+    /// A field's value is unusable.
+    #[error("plan field {field}: {reason}")]
+    Invalid {
+        /// Dotted path, e.g. `source.agent_url`.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The spec derived for an agent fails the agent's own validation.
+    #[error("plan field {field}: the {role} agent would refuse it")]
+    Spec {
+        /// Dotted path of the culprit.
+        field: &'static str,
+        /// Which agent.
+        role: Role,
+        /// The agent's reason.
+        #[source]
+        source: SpecError,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> PlanError {
+    PlanError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), PlanError> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+fn http_url(field: &str, value: &str) -> Result<(), PlanError> {
+    non_empty(field, value)?;
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| invalid(field, format!("{value:?} is not an http(s) URL")))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid(field, format!("{value:?} has no host")));
+    }
+    Ok(())
+}
+
+impl MigrationPlan {
+    /// Checks everything the machine and the agents will rely on, naming the first bad
+    /// field. Also runs the agents' own spec validation, so a plan that passes here is
+    /// not refused with a 400 halfway through.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        non_empty("vm.name", &self.vm.name)?;
+        http_url("source.agent_url", &self.source.agent_url)?;
+        http_url("destination.agent_url", &self.destination.agent_url)?;
+        if self.source.agent_url.trim_end_matches('/')
+            == self.destination.agent_url.trim_end_matches('/')
+        {
+            return Err(invalid(
+                "destination.agent_url",
+                "is the source's agent: a migration needs two PEs",
+            ));
+        }
+        if self.source.tunnel_endpoint == self.destination.tunnel_endpoint {
+            return Err(invalid(
+                "destination.tunnel_endpoint",
+                "equals the source's: the tunnel would loop",
+            ));
+        }
+        if self.source.tunnel_endpoint.is_ipv4() != self.destination.tunnel_endpoint.is_ipv4() {
+            return Err(invalid(
+                "destination.tunnel_endpoint",
+                "address family differs from the source's",
+            ));
+        }
+        match &self.hypervisor {
+            HypervisorPlan::Lab {
+                topology, node, to, ..
+            } => {
+                non_empty("hypervisor.topology", topology)?;
+                non_empty("hypervisor.node", node)?;
+                non_empty("hypervisor.to", to)?;
+            }
+            HypervisorPlan::Libvirt {
+                source_uri,
+                destination_uri,
+                domain,
+                max_downtime_ms,
+            } => {
+                non_empty("hypervisor.source_uri", source_uri)?;
+                non_empty("hypervisor.destination_uri", destination_uri)?;
+                if source_uri == destination_uri {
+                    return Err(invalid(
+                        "hypervisor.destination_uri",
+                        "equals source_uri: nowhere to migrate to",
+                    ));
+                }
+                if let Some(d) = domain {
+                    non_empty("hypervisor.domain", d)?;
+                }
+                if *max_downtime_ms == Some(0) {
+                    return Err(invalid("hypervisor.max_downtime_ms", "must be above 0"));
+                }
+            }
+        }
+        match &self.storage {
+            StoragePlan::None => {}
+            StoragePlan::QemuMirror { device, target } => {
+                non_empty("storage.device", device)?;
+                non_empty("storage.target", target)?;
+            }
+            StoragePlan::Drbd { resource } => non_empty("storage.resource", resource)?,
+        }
+        let t = &self.timeouts;
+        for (field, v) in [
+            ("timeouts.prepare_ms", t.prepare_ms),
+            ("timeouts.storage_async_ms", t.storage_async_ms),
+            ("timeouts.storage_sync_ms", t.storage_sync_ms),
+            ("timeouts.migrate_ms", t.migrate_ms),
+            ("timeouts.switchover_ms", t.switchover_ms),
+            ("timeouts.resume_ms", t.resume_ms),
+            ("timeouts.announce_ms", t.announce_ms),
+            ("timeouts.converge_ms", t.converge_ms),
+            ("timeouts.teardown_ms", t.teardown_ms),
+            ("timeouts.rollback_step_ms", t.rollback_step_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be above 0"));
+            }
+        }
+        for role in [Role::Source, Role::Destination] {
+            self.agent_spec(role)
+                .normalized()
+                .map_err(|source| PlanError::Spec {
+                    field: spec_field(&source),
+                    role,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The body of `PUT /v1/migrations/{id}` for one agent: its role, the *other* PE as
+    /// peer, and the shared tunnel, policy and timers.
+    pub fn agent_spec(&self, role: Role) -> MigrationSpec {
+        let peer = match role {
+            Role::Source => &self.destination,
+            Role::Destination => &self.source,
+        };
+        MigrationSpec {
+            prefixes: self.vm.prefixes.clone(),
+            role,
+            peer: PeerPe {
+                tunnel_endpoint: peer.tunnel_endpoint,
+                api_url: peer.agent_url.clone(),
+            },
+            tunnel: self.tunnel,
+            policy: self.policy.route.clone(),
+            timers: self.policy.convergence,
+        }
+    }
+
+    /// The agent playing `role`.
+    pub fn agent(&self, role: Role) -> &AgentPlan {
+        match role {
+            Role::Source => &self.source,
+            Role::Destination => &self.destination,
+        }
+    }
+
+    /// The deadline of a phase, if it has one.
+    pub(crate) fn timeout_of(&self, phase: super::Phase) -> Option<u64> {
+        use super::Phase::*;
+        let t = &self.timeouts;
+        Some(match phase {
+            Preparing => t.prepare_ms,
+            StorageAsync => t.storage_async_ms,
+            Presync => t.storage_sync_ms,
+            Migrating => t.migrate_ms,
+            SwitchingOver => t.switchover_ms,
+            Resuming => t.resume_ms,
+            Announcing => t.announce_ms,
+            Converging => t.converge_ms,
+            TearingDown => t.teardown_ms,
+            RollingBack => t.rollback_step_ms,
+            Planned | Stalled | Completed | RolledBack => return None,
+        })
+    }
+}
+
+fn spec_field(e: &SpecError) -> &'static str {
+    match e {
+        SpecError::BadId(_) => "id",
+        SpecError::NoPrefixes | SpecError::NotHostRoute(_) | SpecError::DuplicatePrefix(_) => {
+            "vm.prefixes"
+        }
+        SpecError::BadVni(_) => "tunnel.vni",
+        SpecError::NoPeerApi => "source.agent_url",
+    }
+}
