@@ -548,10 +548,10 @@ fn probe_loss_during_a_paused_port_move_falls_inside_the_outage() {
         .unwrap();
     let (_, r) = probe.join().unwrap();
     assert!(r.lost >= 300, "two 200 ms pauses at 1 kpps: {:?}", r.gaps);
-    // Delivery resumes as soon as the port is back: no loss outside the outage
-    // (a 20 ms margin for the receive side of the last packet in flight).
+    // Delivery resumes as soon as the port is back: no loss outside the outage (20 ms
+    // margins: packets in flight when it began, timestamps taken around `ip` calls).
     let w = r.loss_in_window(
-        out.outage_start_unix_ns,
+        out.outage_start_unix_ns - 20_000_000,
         back.outage_end_unix_ns + 20_000_000,
     );
     assert_eq!(w.outside, 0, "loss outside the outage: {:?}", r.gaps);
