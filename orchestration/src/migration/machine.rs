@@ -524,13 +524,13 @@ impl Migration {
                 Observation::StorageInSync
             }
             StorageEvent::Failed { error } => {
-                self.fault(
-                    out,
-                    Fault::Storage {
-                        error: error.clone(),
-                    },
-                    now,
-                );
+                let cause = Fault::Storage {
+                    error: error.clone(),
+                };
+                if self.errors.last().map(|e| &e.error) == Some(&cause.to_string()) {
+                    return; // the same report again
+                }
+                self.fault(out, cause, now);
                 self.leave_forward_path(out, now);
                 return;
             }

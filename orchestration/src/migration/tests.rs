@@ -1044,9 +1044,11 @@ fn plan_json_shape_and_agent_specs() {
 
 // ---- crash anywhere: a fake world answers every command ----
 
-/// Answers every command like well-behaved drivers and agents would.
+/// Answers every command like well-behaved drivers and agents would, except that the
+/// first command equal to `fail_on` fails.
 struct World {
     events: VecDeque<Event>,
+    fail_on: Option<Action>,
     style: QuiesceStyle,
     vm_at_destination: bool,
     override_acked: bool,
@@ -1058,6 +1060,7 @@ impl World {
     fn new(m: &Migration) -> Self {
         World {
             events: VecDeque::new(),
+            fail_on: None,
             style: m.quiesce_style(),
             vm_at_destination: m.past_point_of_no_return(),
             override_acked: m.status().flags.src_switched,
@@ -1080,6 +1083,14 @@ impl World {
     fn carry_out(&mut self, m: &Migration, cmds: &[Command]) {
         for c in cmds {
             let seq = c.seq;
+            if self.fail_on.as_ref() == Some(&c.action) {
+                self.fail_on = None;
+                self.events.push_back(Event::Failed {
+                    seq,
+                    error: "injected".into(),
+                });
+                continue;
+            }
             match &c.action {
                 Action::Persist(_) | Action::Notify(_) => continue,
                 Action::StorageStartAsync => {
@@ -1320,4 +1331,57 @@ fn commands_round_trip_through_json() {
         .collect();
     assert_eq!(back, log);
     assert!(json[1].contains(r#""action":"persist""#), "{}", json[1]);
+}
+
+/// Every forward action, failing: before the point of no return the rollback undoes
+/// exactly what was touched, the cancel strictly before the other undos; after it,
+/// nothing is undone and the migration stalls.
+#[test]
+fn every_forward_action_failing() {
+    for style in [QuiesceStyle::Hook, QuiesceStyle::Observe] {
+        let happy = full_run(true, style, OnRestart::Resume);
+        let forward: Vec<Action> = happy
+            .iter()
+            .map(|c| c.action.clone())
+            .filter(|a| a.is_forward() && a.expects_answer())
+            .collect();
+        assert!(forward.len() >= 12, "{forward:?}");
+        for failing in forward {
+            let (mut m, _) = Migration::new(plan(true, style), Time::ZERO).unwrap();
+            let first = m.handle(Event::Start, Time::ZERO).unwrap();
+            let mut w = World::new(&m);
+            w.fail_on = Some(failing.clone());
+            w.run(&mut m, first, 0);
+            let s = m.status();
+            let ctx = format!("{style:?}, {failing:?} failing");
+            assert_eq!(s.errors[0].error, "injected", "{ctx}");
+            if m.past_point_of_no_return() {
+                // In the pause window, going forward to announce is the remedy; the
+                // failure stays in the report.
+                let pause_window =
+                    matches!(failing, Action::SwitchoverSource | Action::StorageCutover);
+                let want = if pause_window {
+                    Phase::Completed
+                } else {
+                    Phase::Stalled
+                };
+                assert_eq!(m.phase(), want, "{ctx}");
+                assert!(!s.touched.undo_started, "{ctx}");
+                continue;
+            }
+            assert_eq!(m.phase(), Phase::RolledBack, "{ctx}");
+            for r in [0, 1] {
+                assert_eq!(s.flags.abort_resolved[r], s.touched.agents[r], "{ctx}");
+            }
+            assert_eq!(s.flags.storage_abort_resolved, s.touched.storage, "{ctx}");
+            let pos = |f: &dyn Fn(&Action) -> bool| m.log().iter().position(|c| f(&c.action));
+            let cancel = pos(&|a| *a == Action::CancelMigration);
+            let first_undo =
+                pos(&|a| matches!(a, Action::StorageAbort | Action::AbortAgent { .. }));
+            assert_eq!(cancel.is_some(), s.touched.migration, "{ctx}");
+            if let (Some(c), Some(u)) = (cancel, first_undo) {
+                assert!(c < u, "{ctx}: cancel after an abort");
+            }
+        }
+    }
 }
