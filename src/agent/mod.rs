@@ -8,6 +8,7 @@ pub mod effector;
 pub mod metrics;
 pub mod recovery;
 pub mod runtime;
+pub mod speaker;
 pub mod sysctl;
 
 use std::sync::Arc;
@@ -46,9 +47,9 @@ pub enum AgentError {
     /// Configuration or token.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// BGP peers configured but no speaker to talk to them.
-    #[error("BGP speaker not available in this build (configured peers: {0}); remove [[bgp.peers]] to run without announcing")]
-    NoSpeaker(String),
+    /// The BGP speaker did not start.
+    #[error("BGP speaker: {0}")]
+    Speaker(#[from] announcer::AnnounceError),
     /// TLS configured but not available.
     #[error("api.tls_cert/tls_key: TLS is not available in this build; terminate TLS in front of the agent or leave them out")]
     NoTls,
@@ -76,8 +77,8 @@ pub enum AgentError {
 }
 
 /// Serves the API on `listener` until `state.shutdown` flips, then lets the owner
-/// finish: in-flight requests complete, SSE streams end, and the owner stops once the
-/// last handle is dropped. Returns the owner (tests inspect it).
+/// finish: in-flight requests complete, SSE streams end, then the owner stops.
+/// Returns the owner (tests inspect it).
 pub async fn serve<D: Dataplane>(
     owner: Owner<D>,
     rx: mpsc::Receiver<Request>,
@@ -86,32 +87,41 @@ pub async fn serve<D: Dataplane>(
 ) -> std::io::Result<Owner<D>> {
     let mut stop = state.shutdown.clone();
     let app = api::router(state);
-    let owner_task = tokio::spawn(owner.run(rx, std::future::pending::<()>()));
-    axum::serve(listener, app)
+    // The owner stops once the server has drained (every in-flight request answered),
+    // not when the signal arrives: handles held elsewhere (the BGP session bridge)
+    // must not keep it alive, and no request may be cut off.
+    let (drained, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let owner_task = tokio::spawn(owner.run(rx, async move {
+        let _ = drained_rx.await;
+    }));
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
-        .await?;
-    owner_task.await.map_err(std::io::Error::other)
+        .await;
+    let _ = drained.send(());
+    let owner = owner_task.await.map_err(std::io::Error::other)?;
+    served.map(|()| owner)
 }
 
 /// `migroute agent`: recover, listen, serve until SIGTERM/ctrl-c.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let token = cfg.token()?;
     let peer_token = cfg.peer_token()?;
-    if !cfg.bgp.peers.is_empty() {
-        let peers: Vec<String> = cfg
-            .bgp
-            .peers
-            .iter()
-            .map(|p| format!("{} AS {}", p.address, p.remote_as))
-            .collect();
-        return Err(AgentError::NoSpeaker(peers.join(", ")));
-    }
     if cfg.api.tls_cert.is_some() {
         return Err(AgentError::NoTls);
     }
-    let announcer: Arc<dyn RouteAnnouncer> = Arc::new(LocalRib::new());
+    // No peers: record routes without sending them (labs, dry runs).
+    let speaker = if cfg.bgp.peers.is_empty() {
+        tracing::warn!("no [[bgp.peers]]: routes are recorded, not announced");
+        None
+    } else {
+        Some(speaker::BgpAnnouncer::start(speaker::speaker_config(&cfg)?).await?)
+    };
+    let announcer: Arc<dyn RouteAnnouncer> = match &speaker {
+        Some(s) => Arc::new(s.clone()),
+        None => Arc::new(LocalRib::new()),
+    };
     if let Some(dir) = cfg.journal.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
             what: format!("create {}", dir.display()),
@@ -152,6 +162,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         "recovered"
     );
     let (handle, rx) = Owner::<KernelDataplane>::channel();
+    if let Some(s) = &speaker {
+        s.bridge_sessions(handle.clone());
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let default_policy = cfg
         .default_policy()

@@ -59,6 +59,11 @@ pub enum Request {
         /// Answer.
         reply: oneshot::Sender<Vec<Status>>,
     },
+    /// The speaker has (or no longer has) an established session.
+    BgpSession {
+        /// At least one session established.
+        up: bool,
+    },
 }
 
 /// What a request did.
@@ -142,6 +147,14 @@ impl AgentHandle {
         self.ask(|reply| Request::Get { id, reply })
             .await
             .ok_or(AgentError::Stopped)
+    }
+
+    /// BGP sessions came up or went down.
+    pub async fn bgp_session(&self, up: bool) -> Result<(), AgentError> {
+        self.tx
+            .send(Request::BgpSession { up })
+            .await
+            .map_err(|_| AgentError::Stopped)
     }
 
     /// All migrations.
@@ -278,6 +291,7 @@ impl<D: Dataplane> Owner<D> {
                 Request::List { reply } => {
                     let _ = reply.send(self.registry.iter().map(|m| m.status()).collect());
                 }
+                Request::BgpSession { .. } => {}
             }
             return;
         }
@@ -303,6 +317,12 @@ impl<D: Dataplane> Owner<D> {
             }
             Request::List { reply } => {
                 let _ = reply.send(self.registry.iter().map(|m| m.status()).collect());
+            }
+            Request::BgpSession { up } => {
+                tracing::info!(up, "BGP sessions");
+                let now = now();
+                let cmds = self.registry.bgp_session(up, now);
+                self.run_logged(cmds, now).await;
             }
         }
     }

@@ -100,6 +100,12 @@ pub struct BgpConfig {
     /// Local AS.
     #[serde(default)]
     pub asn: Option<u32>,
+    /// Accept sessions here too (default: connect only).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Graceful-restart store (persisted Adj-RIB-Out); default `<journal dir>/bgp-state`.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// Peers (route reflectors).
     #[serde(default)]
     pub peers: Vec<BgpPeerConfig>,
@@ -113,12 +119,16 @@ pub struct BgpPeerConfig {
     pub address: IpAddr,
     /// Its AS.
     pub remote_as: u32,
-    /// TCP port (read by the speaker wiring).
-    #[allow(dead_code)]
+    /// TCP port.
     #[serde(default = "default_bgp_port")]
     pub port: u16,
-    /// TCP-MD5 password file (read by the speaker wiring).
-    #[allow(dead_code)]
+    /// Source address of the session (e.g. the loopback, for iBGP to reflectors).
+    #[serde(default)]
+    pub local_address: Option<IpAddr>,
+    /// Only accept the session, never connect.
+    #[serde(default)]
+    pub passive: bool,
+    /// TCP-MD5 password file.
     #[serde(default)]
     pub md5_password_file: Option<PathBuf>,
 }
