@@ -924,6 +924,12 @@ fn duplicate_events_change_nothing() {
         assert!(s.ev(e.clone()).is_empty(), "{e:?}");
     }
     assert_eq!(s.m.status(), before);
+    let seen = Event::Agent {
+        which: Role::Source,
+        phase: PePhase::SwitchedOver,
+    };
+    assert_eq!(s.ev(seen.clone()), v(&["saw src switched-over"]));
+    assert!(s.ev(seen).is_empty());
     s.hv(HypervisorEvent::Suspended);
     let before = s.m.status();
     assert!(s.hv(HypervisorEvent::Suspended).is_empty());
@@ -1249,6 +1255,12 @@ fn interrupted_rollback_finishes_after_restart() {
         rendered(&m.resume(Time::from_millis(50_000))),
         v(&["restarted", "abort src", "abort dst"])
     );
+    // Answers to commands issued before the crash are stale: ignored.
+    let stale = s.seq_of("abort src");
+    assert!(m
+        .handle(Event::Done { seq: stale }, Time::from_millis(50_001))
+        .unwrap()
+        .is_empty());
     let seqs: Vec<u64> = m.status().pending.iter().map(|(s, _)| *s).collect();
     m.handle(Event::Done { seq: seqs[0] }, Time::from_millis(50_010))
         .unwrap();
