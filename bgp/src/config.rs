@@ -156,3 +156,56 @@ impl MaxPrefix {
         self.restart_secs.map(Duration::from_secs)
     }
 }
+
+impl SpeakerConfig {
+    /// Reads the TOML form (`migroute bgp speak --config`): top-level speaker keys and
+    /// one `[[peer]]` table per neighbor, field names as in these structs.
+    pub fn from_toml(text: &str) -> Result<SpeakerConfig, crate::error::SpeakerError> {
+        toml::from_str(text).map_err(|e| crate::error::SpeakerError::Config(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_form() {
+        let c = SpeakerConfig::from_toml(
+            r#"
+local_as = 65001
+router_id = "192.0.2.1"
+listen = "0.0.0.0:1179"
+state_dir = "/var/lib/migroute/bgp"
+
+[[peer]]
+address = "192.0.2.2"
+remote_as = 65002
+md5_password = "s3cret"
+max_prefixes = { limit = 1000, action = "cease", restart_secs = 60 }
+export = { local_pref = 200, communities = ["65001:666"], prepend = 1 }
+
+[[peer]]
+address = "2001:db8::2"
+port = 1179
+remote_as = 65001
+families = ["ipv6_unicast"]
+passive = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.hold_time, 90);
+        assert_eq!(c.peers[0].port, 179);
+        assert_eq!(c.peers[0].export.prepend, 1);
+        assert_eq!(
+            c.peers[0].max_prefixes.unwrap().action,
+            MaxPrefixAction::Cease
+        );
+        assert!(c.peers[1].passive);
+        assert_eq!(c.peers[1].families, vec![Family::Ipv6Unicast]);
+        assert!(
+            SpeakerConfig::from_toml("local_as = 1\nrouter_id = \"1.1.1.1\"\nbogus = 1").is_err()
+        );
+    }
+}

@@ -69,6 +69,7 @@ pub mod negotiate;
 pub mod policy;
 pub mod rib;
 pub mod speaker;
+pub mod text_api;
 pub mod tool;
 
 pub use config::{MaxPrefix, MaxPrefixAction, PeerConfig, SpeakerConfig};

@@ -17,6 +17,9 @@ pub enum BgpCommand {
     Decode(CodecArgs),
     /// Read JSON messages (as printed by `decode`) from stdin and write their bytes.
     Encode(CodecArgs),
+    /// Run a BGP speaker: commands on stdin (announce, withdraw, show peers, show
+    /// routes, shutdown), one JSON line per event on stdout.
+    Speak(super::bgp_speak::SpeakArgs),
 }
 
 /// Session context and input/output format shared by both directions.
@@ -44,6 +47,9 @@ impl CodecArgs {
 }
 
 pub fn run(cmd: BgpCommand) -> anyhow::Result<ExitCode> {
+    if let BgpCommand::Speak(args) = cmd {
+        return super::bgp_speak::run(args);
+    }
     let mut input = Vec::new();
     std::io::stdin()
         .read_to_end(&mut input)
@@ -74,5 +80,6 @@ pub fn run(cmd: BgpCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        BgpCommand::Speak(_) => unreachable!("handled before reading stdin"),
     }
 }

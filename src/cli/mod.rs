@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod bgp;
+pub mod bgp_speak;
 pub mod lab;
 pub mod probe;
 pub mod tunnel;
