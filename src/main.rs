@@ -8,6 +8,7 @@ mod agent;
 mod api;
 mod cli;
 mod config;
+mod orchestrator;
 
 use clap::Parser;
 

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod bgp;
 pub mod bgp_speak;
 pub mod lab;
+pub mod migrate;
 pub mod probe;
 pub mod tunnel;
 
@@ -44,6 +45,8 @@ pub enum Command {
     /// Labs: bring containerlab topologies up in network namespaces.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// One planned migration from a plan file: agents, hypervisor, storage, in order.
+    Migrate(migrate::MigrateArgs),
     /// Traffic probe: open-loop UDP stream and a TCP liveness connection.
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
@@ -69,6 +72,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args),
         Command::Bgp(cmd) => bgp::run(cmd),
         Command::Lab(cmd) => lab::run(cmd),
+        Command::Migrate(args) => migrate::run(args),
         Command::Probe(cmd) => probe::run(cmd),
         Command::Tunnel(cmd) => tunnel::run(cmd),
     }

@@ -1,0 +1,15 @@
+//! The orchestrator: drives one whole migration (`migroute migrate`) or many
+//! (`migroute orchestrator`) through the sans-IO machine in
+//! `migroute_orchestration::migration`, with the drivers that reach the world.
+//!
+//! - [`runtime`]: the owner task that journals and carries out the machine's commands.
+//! - [`agent_client`]: the PE agents' REST API as a [`PeAgent`] driver.
+//! - [`lab_hypervisor`]: the netns lab's "VM" as a hook-style [`Hypervisor`].
+//!
+//! [`PeAgent`]: migroute_orchestration::drivers::PeAgent
+//! [`Hypervisor`]: migroute_orchestration::drivers::Hypervisor
+
+pub mod agent_client;
+pub mod lab_hypervisor;
+pub mod plan_file;
+pub mod runtime;
