@@ -13,6 +13,7 @@ pub mod lab;
 pub mod link_move;
 pub mod netns;
 pub mod probe;
+pub mod scenario;
 pub mod state;
 pub mod status;
 pub mod topology;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
+use migroute_labs::scenario::{svg, RunRecord, Scenario, ScenarioKind, ScenarioOptions, Site};
 use migroute_labs::{Lab, MoveOptions};
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +58,40 @@ pub enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run a migration scenario on a lab it brings up (and tears down): N measured VM
+    /// moves per mode, alternating A→B and B→A, with the probe running around each.
+    Run {
+        /// The containerlab topology file (`labs/wan-migration.clab.yml`).
+        file: PathBuf,
+        /// `planned-migration`: migroute moves then naive moves; `naive`: the baseline.
+        #[arg(long, value_enum)]
+        scenario: ScenarioArg,
+        /// Measured moves per mode.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Where to write the JSON report.
+        #[arg(long)]
+        report: PathBuf,
+        /// Also draw one run of each mode on a time line.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Probe over IPv6 (and announce the VM's IPv6 host route too).
+        #[arg(long)]
+        ipv6: bool,
+        /// The VM's stop-and-copy pause during each move.
+        #[arg(long, default_value_t = 100)]
+        pause_ms: u64,
+        /// Leave the lab up after a successful run (it is torn down on error or ctrl-c).
+        #[arg(long)]
+        keep_up: bool,
+    },
+}
+
+/// The scenarios of `lab run`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScenarioArg {
+    PlannedMigration,
+    Naive,
 }
 
 fn load(file: &PathBuf) -> anyhow::Result<Lab> {
@@ -74,6 +109,26 @@ fn print<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        LabCommand::Run {
+            file,
+            scenario,
+            runs,
+            report,
+            svg,
+            ipv6,
+            pause_ms,
+            keep_up,
+        } => {
+            let kind = match scenario {
+                ScenarioArg::PlannedMigration => ScenarioKind::PlannedMigration,
+                ScenarioArg::Naive => ScenarioKind::Naive,
+            };
+            let mut opts = ScenarioOptions::new(kind, runs);
+            opts.ipv6 = ipv6;
+            opts.pause = Duration::from_millis(pause_ms);
+            opts.keep_up = keep_up;
+            run_scenario(load(&file)?, opts, &report, svg.as_deref())
+        }
         LabCommand::Up {
             file,
             no_wait,
@@ -180,4 +235,76 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_run(r: &RunRecord) {
+    println!(
+        "run {:>2} {:<8} {}: pause {:.0} ms, lost {} in pause + {} outside, longest gap {:.0} ms, announce->ingress FIB {}, TCP {}",
+        r.index,
+        r.mode,
+        r.direction,
+        r.pause_ms,
+        r.lost_in_pause,
+        r.lost_outside_pause,
+        r.longest_gap_ms,
+        r.announce_to_ingress_fib_ms
+            .map_or("-".to_string(), |v| format!("{v:.0} ms")),
+        if r.tcp_survived { "survived" } else { "broke" },
+    );
+}
+
+/// Runs the scenario on a worker thread while this one waits for ctrl-c/SIGTERM: on a
+/// signal the lab is torn down at once (the worker's probes and `ip` calls then fail
+/// harmlessly) and the process exits 130.
+fn run_scenario(
+    lab: Lab,
+    opts: ScenarioOptions,
+    report_path: &std::path::Path,
+    svg_path: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::new(lab.clone(), Site::wan_migration(), opts);
+    // Refuses an unavailable mode before anything is brought up.
+    let mut movers = scenario.movers()?;
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let worker_cancel = cancel.clone();
+    std::thread::spawn(move || {
+        let r = scenario.run(&mut movers, &worker_cancel, &mut print_run);
+        let _ = tx.send(r);
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = rx => Ok::<_, anyhow::Error>(Some(r.context("scenario thread died")?)),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+            _ = term.recv() => Ok(None),
+        }
+    })?;
+    let report = match outcome {
+        Some(r) => r.with_context(|| format!("scenario on lab {}", lab.name()))?,
+        None => {
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!("migroute: interrupted; tearing lab {} down", lab.name());
+            lab.down()?;
+            // `up` may have been mid-way: anything it created after that first `down`.
+            if lab.is_up() {
+                lab.down()?;
+            }
+            return Ok(ExitCode::from(130));
+        }
+    };
+    report.write(report_path)?;
+    if let Some(p) = svg_path {
+        svg::write(&report, p)?;
+    }
+    print!("{}", report.table());
+    println!(
+        "report: {}{}",
+        report_path.display(),
+        svg_path.map_or(String::new(), |p| format!(", timeline: {}", p.display()))
+    );
+    Ok(ExitCode::SUCCESS)
 }

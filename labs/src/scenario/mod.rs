@@ -1,0 +1,276 @@
+//! The planned-migration scenario: the VM's port is moved back and forth between the
+//! two sites of `wan-migration` while the probe measures what the client sees, once
+//! per move, and the report compares ways of moving the network along ("modes").
+//!
+//! A mode is a [`Mover`]: it performs one move (port move with the VM's pause plus
+//! whatever routing change the mode makes) and returns its phases as wall-clock
+//! windows. The runner owns everything else — lab up/down, the probe around each move,
+//! slicing loss by the pause window, settling between runs and the report — so a new
+//! mode (migroute's agent + orchestrator) only has to implement [`Mover`].
+//!
+//! Clock: every timestamp here is `CLOCK_REALTIME` in Unix ns, the clock the probe
+//! stamps its packets with and the link move stamps its outage with; probe, lab and
+//! movers run on the same host, so the windows compare directly.
+
+pub mod fib_watch;
+pub mod naive;
+pub mod report;
+mod runner;
+pub mod svg;
+pub mod timeline;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LabError;
+use crate::lab::Lab;
+
+pub use naive::NaiveMover;
+pub use report::{Report, RunRecord, Stat, Summary};
+pub use runner::{Scenario, ScenarioOptions};
+
+/// How the network follows the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// migroute: the orchestrator drives the agents on pe-a and pe-b (tunnel, override,
+    /// announce, withdraw).
+    Migroute,
+    /// The baseline: move the VM, then announce its host route from the new site.
+    Naive,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Migroute => "migroute",
+            Mode::Naive => "naive",
+        })
+    }
+}
+
+/// Which way the VM moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    /// From site A (dc-a, behind pe-a) to site B (dc-b, behind pe-b).
+    #[serde(rename = "A->B")]
+    AToB,
+    /// Back from site B to site A.
+    #[serde(rename = "B->A")]
+    BToA,
+}
+
+impl Direction {
+    /// The opposite direction: runs alternate so the VM always ends where the next
+    /// move starts.
+    pub fn reverse(self) -> Self {
+        match self {
+            Direction::AToB => Direction::BToA,
+            Direction::BToA => Direction::AToB,
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::AToB => "A->B",
+            Direction::BToA => "B->A",
+        })
+    }
+}
+
+/// The scenario asked for on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScenarioKind {
+    /// N migroute moves, then N naive moves, in the same run.
+    PlannedMigration,
+    /// Only the naive baseline.
+    Naive,
+}
+
+impl ScenarioKind {
+    /// The modes the scenario runs, in order.
+    pub fn modes(self) -> &'static [Mode] {
+        match self {
+            ScenarioKind::PlannedMigration => &[Mode::Migroute, Mode::Naive],
+            ScenarioKind::Naive => &[Mode::Naive],
+        }
+    }
+}
+
+/// A time window in Unix ns (same clock as the probe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+}
+
+impl Window {
+    /// Length in ms (0 if the window is inverted).
+    pub fn ms(&self) -> f64 {
+        ns_to_ms(self.end_unix_ns.saturating_sub(self.start_unix_ns))
+    }
+}
+
+/// Nanoseconds as ms rounded to the µs: finer is noise, and the report stays readable.
+pub fn ns_to_ms(ns: u64) -> f64 {
+    (ns as f64 / 1e3).round() / 1e3
+}
+
+/// One named phase of a move, e.g. `pause`, `announce`, `convergence`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub name: String,
+    pub window: Window,
+}
+
+/// What a mover reports about one move. The runner adds the probe's view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoveRecord {
+    /// When the VM's port carried no traffic (port down → up on the new side): loss
+    /// inside it (±5 ms) is the VM's own pause, loss outside it is the network's fault.
+    pub pause: Window,
+    /// Phases in time order; they may overlap (a mode can act during the pause).
+    pub phases: Vec<Phase>,
+    /// From the routing change (announce, or withdraw on the way back) to the ingress
+    /// PE's kernel FIB reflecting it; `None` if the mode changes no route.
+    pub announce_to_ingress_fib_ms: Option<f64>,
+}
+
+/// The nodes, interfaces and addresses of the scenario: `wan-migration`'s by default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// Probe sender.
+    pub client: String,
+    /// Probe receiver: the migrating VM.
+    pub vm: String,
+    /// The ingress PE whose FIB decides where the client's traffic goes.
+    pub ingress: String,
+    /// The PEs of site A and site B.
+    pub pe_a: String,
+    pub pe_b: String,
+    /// The PEs' interface towards their data center (the VM's subnet).
+    pub pe_dc_interface: String,
+    /// The site bridges the VM's port is plugged into.
+    pub dc_a: String,
+    pub dc_b: String,
+    /// The moving end of the VM's link, as named in the topology (on `dc_a`).
+    pub port: String,
+    /// The VM's addresses.
+    pub vm_v4: IpAddr,
+    pub vm_v6: IpAddr,
+    /// The BGP AS of the PEs' FRR.
+    pub asn: u32,
+}
+
+impl Site {
+    /// `labs/wan-migration.clab.yml`.
+    pub fn wan_migration() -> Self {
+        Site {
+            client: "client".into(),
+            vm: "vm".into(),
+            ingress: "pe-in".into(),
+            pe_a: "pe-a".into(),
+            pe_b: "pe-b".into(),
+            pe_dc_interface: "eth3".into(),
+            dc_a: "dc-a".into(),
+            dc_b: "dc-b".into(),
+            port: "eth2".into(),
+            vm_v4: IpAddr::from([10, 10, 0, 5]),
+            vm_v6: "2001:db8:10::5".parse().expect("literal"),
+            asn: 65000,
+        }
+    }
+
+    /// The VM's address probed (and host route announced) for the family.
+    pub fn vm_addr(&self, ipv6: bool) -> IpAddr {
+        if ipv6 {
+            self.vm_v6
+        } else {
+            self.vm_v4
+        }
+    }
+
+    /// Where the VM's port is now.
+    pub fn vm_at_b(&self, lab: &Lab) -> bool {
+        lab.current_node_of(&self.dc_a, &self.port) == self.dc_b
+    }
+
+    /// (from, to) site bridges of a move.
+    pub fn bridges(&self, d: Direction) -> (&str, &str) {
+        match d {
+            Direction::AToB => (&self.dc_a, &self.dc_b),
+            Direction::BToA => (&self.dc_b, &self.dc_a),
+        }
+    }
+}
+
+/// One way of moving the network along with the VM. Implementations must leave the
+/// network converged when `run_move` returns (the runner then only waits `settle`),
+/// and must be able to start from the VM at site A with nothing of theirs installed.
+pub trait Mover {
+    /// Which mode this is (the report's `mode`).
+    fn mode(&self) -> Mode;
+
+    /// Called once per scenario after the lab is up and converged and before the first
+    /// measured move: start agents, check preconditions, put the VM at site A.
+    fn prepare(&mut self, lab: &Lab) -> Result<(), ScenarioError>;
+
+    /// Moves the VM's port in `direction` with the VM paused for `pause`, moving the
+    /// network along in this mode's way, and returns the phases it went through.
+    fn run_move(
+        &mut self,
+        lab: &Lab,
+        direction: Direction,
+        pause: Duration,
+    ) -> Result<MoveRecord, ScenarioError>;
+}
+
+/// What can go wrong in a scenario; each variant says where.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The lab runner failed (up, move, command in a node, probe).
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    /// A mode that cannot run yet (e.g. migroute before the agent and orchestrator).
+    #[error("mode `{mode}` is not available: {why}")]
+    ModeUnavailable { mode: Mode, why: String },
+    /// The ingress FIB never showed the expected change.
+    #[error("node `{node}`: route {prefix} not {change} in the kernel FIB within {timeout:?}")]
+    FibTimeout {
+        node: String,
+        prefix: String,
+        change: &'static str,
+        timeout: Duration,
+    },
+    /// The netlink route monitor could not be opened or read.
+    #[error("node `{node}`: netlink route monitor: {source}")]
+    Netlink {
+        node: String,
+        source: std::io::Error,
+    },
+    /// FRR refused a configuration change.
+    #[error("node `{node}`: vtysh {action} failed: {detail}")]
+    Frr {
+        node: String,
+        action: String,
+        detail: String,
+    },
+    /// The lab is not in the state the scenario needs.
+    #[error("{0}")]
+    Precondition(String),
+    /// Writing the report or the SVG.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Stopped on request (ctrl-c).
+    #[error("scenario cancelled")]
+    Cancelled,
+}
