@@ -1,0 +1,323 @@
+//! End to end: the `wan-migration` lab (under a test-specific name), a real
+//! `migroute agent` for pe-a and for pe-b, and `migroute migrate --plan …` with the lab
+//! hypervisor moving the VM's port from dc-a to dc-b. Asserts the migration completed,
+//! the source's override was acknowledged before the VM resumed, the pause window, the
+//! VM's reachability from pe-a through the tunnel while the override stood, and that
+//! nothing migroute owns is left in either PE afterwards (no `mr-*` link, no proto-245
+//! route). The agents run without BGP peers (pe-a's and pe-b's FRR already hold the
+//! sessions to the reflector), so the destination's route is recorded, not sent.
+//!
+//! Needs root, iproute2, VXLAN and FRR: SKIPPED without them (a panic under CI).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use migroute_labs::{Lab, Topology};
+use serde_json::Value;
+
+const TOKEN: &str = "orchestrator-netns-token-0123";
+const FRR: &[&str] = &[
+    "/usr/lib/frr/zebra",
+    "/usr/lib/frr/bgpd",
+    "/usr/lib/frr/ospfd",
+    "/usr/lib/frr/ospf6d",
+];
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+        .unwrap_or(false)
+}
+
+/// Root, iproute2, VXLAN and FRR: or SKIPPED (a panic under CI).
+fn can_run(test: &str) -> bool {
+    let why = if !sh(&["id", "-u"]).stdout.starts_with(b"0\n") {
+        Some("needs root".to_string())
+    } else if !on_path("ip") || !on_path("vtysh") {
+        Some("needs iproute2 and vtysh".to_string())
+    } else if let Some(missing) = FRR.iter().find(|p| !Path::new(p).exists()) {
+        Some(format!("needs FRR ({missing})"))
+    } else {
+        let probe = format!("mroprobe{}", std::process::id() % 100_000);
+        let made = sh(&[
+            "ip", "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
+        ]);
+        let _ = sh(&["ip", "link", "del", &probe]);
+        (!made.status.success()).then(|| "kernel lacks vxlan".to_string())
+    };
+    match why {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => panic!("{test}: {why} (CI is set)"),
+        Some(why) => {
+            eprintln!("SKIPPED: {test}: {why}");
+            false
+        }
+    }
+}
+
+/// The shipped topology under a unique name, its daemon configs referenced by absolute
+/// path; torn down when dropped.
+struct TestLab {
+    lab: Lab,
+    file: PathBuf,
+}
+
+impl TestLab {
+    fn up(dir: &Path, name: &str) -> Self {
+        let labs = Path::new(env!("CARGO_MANIFEST_DIR")).join("labs");
+        let text = std::fs::read_to_string(labs.join("wan-migration.clab.yml")).unwrap();
+        let text = text
+            .replace("\nname: wan-migration\n", &format!("\nname: {name}\n"))
+            .replace(
+                "- wan-migration/",
+                &format!("- {}/", labs.join("wan-migration").display()),
+            );
+        let file = dir.join(format!("{name}.clab.yml"));
+        std::fs::write(&file, text).unwrap();
+        let lab = Lab::new(Topology::load(&file).unwrap());
+        assert_eq!(lab.name(), name);
+        let _ = lab.down(); // an interrupted earlier run
+        let t = TestLab { lab, file };
+        t.lab.up().unwrap();
+        t
+    }
+
+    fn sh(&self, node: &str, line: &str) -> Result<String, String> {
+        self.lab.sh(node, line).map_err(|e| e.to_string())
+    }
+
+    /// migroute's kernel objects in a node: `mr-*` links and proto-245 routes.
+    fn owned(&self, node: &str) -> String {
+        let links = self
+            .sh(node, "ip -o link show | grep -o 'mr-[^:@ ]*' || true")
+            .unwrap();
+        let routes = self
+            .sh(
+                node,
+                "ip route show table all proto 245; ip -6 route show table all proto 245",
+            )
+            .unwrap();
+        format!("{}{}", links.trim(), routes.trim())
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if let Err(e) = self.lab.down() {
+            eprintln!("lab down: {e}");
+        }
+    }
+}
+
+/// One `migroute agent`, killed when dropped.
+struct Agent {
+    base: String,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    fn start(dir: &Path, name: &str, netns: &str, addr: &str, token: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join(format!("{name}.toml"));
+        // labs/agent/<pe>.toml with the lab's namespace, a private journal, a free
+        // port and short convergence timers; no [bgp] peers.
+        std::fs::write(
+            &config,
+            format!(
+                r#"netns = "{netns}"
+journal = "{journal}"
+[pe]
+router_id = "{addr}"
+loopback = "{addr}"
+tunnel_source = "{addr}"
+tunnel_inside_pool = "169.254.0.0/16"
+[api]
+listen = "127.0.0.1:{port}"
+token_file = "{token}"
+[convergence]
+quiet_ms = 500
+min_hold_ms = 800
+converge_timeout_ms = 30000
+counter_poll_ms = 50
+"#,
+                journal = dir.join(format!("{name}.redb")).display(),
+                token = token.display(),
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_migroute"))
+            .args(["agent", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn agent");
+        let mut a = Agent {
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = a.child.try_wait().unwrap() {
+                panic!("agent {name} exited with {st}: {}", a.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent {name} not listening: {}",
+                a.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        a
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn migrate_moves_the_vm_with_the_override_in_place_before_it_resumes() {
+    let test = "migrate_moves_the_vm_with_the_override_in_place_before_it_resumes";
+    if !can_run(test) {
+        return;
+    }
+    let pid = std::process::id() % 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let lab = TestLab::up(dir.path(), &format!("mro{pid}"));
+    lab.lab
+        .wait_route("pe-in", "10.10.0.0/24", Duration::from_secs(40))
+        .unwrap();
+    lab.sh("client", "ping -c1 -W2 10.10.0.5").unwrap();
+
+    let ns = |node: &str| lab.lab.netns(node).unwrap();
+    let a = Agent::start(dir.path(), "pe-a", &ns("pe-a"), "10.0.23.2", &token);
+    let b = Agent::start(dir.path(), "pe-b", &ns("pe-b"), "10.0.23.3", &token);
+
+    // The shipped plan, pointed at this lab and these agents.
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/plans/wan-migration-a-to-b.toml");
+    let plan = std::fs::read_to_string(shipped)
+        .unwrap()
+        .replace("id = \"vm-a-to-b\"", &format!("id = \"e2e-{pid}\""))
+        .replace("../wan-migration.clab.yml", &lab.file.display().to_string())
+        .replace("http://127.0.0.1:8081", &a.base)
+        .replace("http://127.0.0.1:8082", &b.base)
+        .replace("quiet_ms = 1000", "quiet_ms = 500")
+        .replace("min_hold_ms = 3000", "min_hold_ms = 800");
+    let plan_path = dir.path().join("plan.toml");
+    std::fs::write(&plan_path, plan).unwrap();
+
+    // While the VM moves, pe-a pings it every 20 ms: through the override and the
+    // tunnel once it left dc-a.
+    let pinger = lab
+        .lab
+        .command("pe-a", "ping")
+        .unwrap()
+        .args(["-i", "0.02", "-W", "1", "-w", "8", "10.10.0.5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_migroute"))
+        .args(["migrate", "--json", "--plan"])
+        .arg(&plan_path)
+        .arg("--journal")
+        .arg(dir.path().join("orchestrator.redb"))
+        .arg("--token-file")
+        .arg(&token)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let context = format!(
+        "migrate stdout:\n{stdout}\nstderr:\n{}\nagent a:\n{}\nagent b:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.logs(),
+        b.logs()
+    );
+    assert!(out.status.success(), "{context}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{context}")))
+        .collect();
+    let report = lines.last().unwrap();
+    assert_eq!(report["update"], "report", "{context}");
+    assert_eq!(report["phase"], "completed", "{context}");
+    assert_eq!(report["override_before_resume"], true, "{context}");
+    // The phases as they went by, one JSON line each.
+    let phases: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["update"] == "phase")
+        .filter_map(|l| l["phase"].as_str())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "preparing",
+            "migrating",
+            "switching-over",
+            "resuming",
+            "announcing",
+            "converging",
+            "tearing-down",
+            "completed"
+        ],
+        "{context}"
+    );
+    // The lab's pause lasted at least the plan's 100 ms, and the orchestrator saw the
+    // override acknowledged inside it.
+    let w = &report["pause_window"];
+    let (start, end) = (
+        w["start_ms"].as_u64().unwrap(),
+        w["end_ms"].as_u64().unwrap(),
+    );
+    assert!(end - start >= 100, "{w}");
+    let marks = &report["marks"];
+    let acked = marks["override_acked_at"].as_u64().unwrap();
+    let resumed = marks["resumed_at"].as_u64().unwrap();
+    assert!(acked <= resumed, "{marks}");
+    assert!(start <= acked && acked <= end, "{w} {marks}");
+
+    // The VM lives behind dc-b now.
+    assert_eq!(lab.lab.current_node_of("dc-a", "eth2"), "dc-b");
+    lab.sh("pe-b", "ping -c1 -W2 10.10.0.5").unwrap();
+    // pe-a reached it all along, through the tunnel after the move.
+    let ping = pinger.wait_with_output().unwrap();
+    let ping = String::from_utf8_lossy(&ping.stdout);
+    let replies = ping.lines().filter(|l| l.contains("bytes from")).count();
+    assert!(replies > 100, "pe-a's pings to the VM: {ping}");
+
+    // Nothing of migroute's is left in either PE.
+    for node in ["pe-a", "pe-b"] {
+        assert_eq!(lab.owned(node), "", "{node} keeps migroute objects");
+    }
+    drop((a, b));
+}
