@@ -27,8 +27,9 @@ use crate::md5;
 use crate::policy::RouteAttrs;
 use crate::rib::Origins;
 
-/// Events kept for slow subscribers before they see `Lagged`.
-const EVENT_BUFFER: usize = 1 << 16;
+/// Events kept for slow subscribers before they see `Lagged`. Route events carry a
+/// whole UPDATE, so this bounds the memory a slow subscriber can pin.
+const EVENT_BUFFER: usize = 4096;
 
 struct Inner {
     sp: Arc<SpeakerShared>,
@@ -114,6 +115,15 @@ impl Speaker {
     /// what it holds before End-of-RIB), binds the listener, starts every peer. The
     /// join handle completes after [`Speaker::shutdown`].
     pub async fn start(config: SpeakerConfig) -> Result<(Speaker, JoinHandle<()>), SpeakerError> {
+        let (speaker, _events, join) = Speaker::start_subscribed(config).await?;
+        Ok((speaker, join))
+    }
+
+    /// [`Speaker::start`], with a subscription taken before any session can come up,
+    /// so that no event is missed (a consumer printing events, a test).
+    pub async fn start_subscribed(
+        config: SpeakerConfig,
+    ) -> Result<(Speaker, broadcast::Receiver<SpeakerEvent>, JoinHandle<()>), SpeakerError> {
         if config.router_id.is_unspecified() {
             return Err(SpeakerError::Config("router id must not be 0.0.0.0".into()));
         }
@@ -157,6 +167,7 @@ impl Speaker {
             Some(addr) => Some(bind_listener(&config, addr)?),
             None => None,
         };
+        let events = sp.events.subscribe();
         let mut peers = Vec::new();
         let mut tasks = Vec::new();
         let mut by_addr = HashMap::new();
@@ -202,7 +213,7 @@ impl Speaker {
                 let _ = t.await;
             }
         });
-        Ok((Speaker { inner }, join))
+        Ok((Speaker { inner }, events, join))
     }
 
     /// Announces (or changes) one route to every peer.

@@ -162,8 +162,7 @@ pub fn run(args: SpeakArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn speak(cfg: SpeakerConfig) -> anyhow::Result<ExitCode> {
-    let (speaker, join) = Speaker::start(cfg).await?;
-    let mut events = speaker.subscribe();
+    let (speaker, mut events, join) = Speaker::start_subscribed(cfg).await?;
     let printer = tokio::spawn(async move {
         loop {
             match events.recv().await {

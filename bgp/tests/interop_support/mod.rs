@@ -195,7 +195,9 @@ impl Net {
         let mut c = Command::new("birdc");
         c.arg("-s").arg(self.dir.join("daemon/bird.ctl"));
         c.args(cmd.split_whitespace());
-        run(&mut c)
+        // birdc exits non-zero for "Network not found": callers look at the text.
+        let out = c.output().unwrap_or_else(|e| panic!("birdc: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn start_gobgp(&self, conf: &str) {

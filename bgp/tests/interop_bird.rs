@@ -1,0 +1,120 @@
+//! Interop with BIRD 2: eBGP over IPv4 and iBGP over IPv6 (BIRD's `local as` makes
+//! the second session internal), attributes read back with `birdc show route … all`,
+//! withdraw, and routes BIRD sends.
+
+mod interop_support;
+
+use std::time::Duration;
+
+use interop_support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn bird_conf() -> String {
+    format!(
+        r#"router id {D4};
+protocol device {{ }}
+protocol static s4 {{ ipv4; route 10.98.0.0/24 blackhole; }}
+protocol static s6 {{ ipv6; route 2001:db8:98::/48 blackhole; }}
+protocol bgp m4 {{
+  local {D4} as 65002;
+  neighbor {S4} as 65001;
+  hold time 9; keepalive time 3; connect retry time 1;
+  graceful restart on;
+  ipv4 {{ import all; export where source = RTS_STATIC; }};
+}}
+protocol bgp m6 {{
+  local {D6} as 65001;
+  neighbor {S6} as 65001;
+  direct;
+  hold time 9; keepalive time 3; connect retry time 1;
+  ipv6 {{ import all; export where source = RTS_STATIC; next hop self; gateway direct; }};
+}}
+"#
+    )
+}
+
+const SPEAKER: &str = r#"local_as = 65001
+router_id = "10.77.0.1"
+hold_time = 9
+
+[[peer]]
+address = "10.77.0.2"
+remote_as = 65002
+families = ["ipv4_unicast"]
+connect_retry_secs = 1
+
+[[peer]]
+address = "fd77::2"
+remote_as = 65001
+families = ["ipv6_unicast"]
+connect_retry_secs = 1
+"#;
+
+/// `show route for P all` when BIRD has the route.
+fn bird_route(net: &Net, prefix: &str) -> Option<String> {
+    let out = net.birdc(&format!("show route for {prefix} all"));
+    out.contains(&format!("{prefix} ")).then_some(out)
+}
+
+#[test]
+fn bird_ebgp_ipv4_ibgp_ipv6_attributes_and_withdraw() {
+    let Some(bin) = prerequisites(&["bird", "birdc"]) else {
+        return;
+    };
+    let net = Net::new("bird", bin);
+    net.start_bird(&bird_conf());
+    let cfg = net.write("speaker.toml", SPEAKER);
+    let mut sp = net.speak(&["--config", cfg.to_str().unwrap()]);
+    let up = sp.wait("eBGP IPv4 session", T, |v| session_up(v) && v["peer"] == D4);
+    assert_eq!(up["remote_as"], 65002);
+    let up = sp.wait("iBGP IPv6 session", T, |v| session_up(v) && v["peer"] == D6);
+    assert_eq!(up["remote_as"], 65001);
+
+    let r = sp.wait("10.98.0.0/24 from BIRD", T, |v| received(v, "10.98.0.0/24"));
+    assert_eq!(r["next_hop"], D4);
+    let r = sp.wait("2001:db8:98::/48 from BIRD", T, |v| {
+        received(v, "2001:db8:98::/48")
+    });
+    assert_eq!(r["next_hop"], D6);
+
+    sp.cmd(
+        "announce 203.0.113.7/32 med 42 community 65001:100 no-export large-community 65001:1:2",
+    );
+    let out = wait_until("IPv4 route at BIRD", T, || {
+        bird_route(&net, "203.0.113.7/32")
+    });
+    for want in [
+        "BGP.next_hop: 10.77.0.1",
+        "BGP.med: 42",
+        "BGP.as_path: 65001",
+        "(65001,100)",
+        "(65535,65281)",
+        "BGP.large_community: (65001, 1, 2)",
+    ] {
+        assert!(out.contains(want), "{want:?} missing in:\n{out}");
+    }
+    // We send no LOCAL_PREF on eBGP; BIRD fills in its default (100) on import.
+    assert!(out.contains("BGP.local_pref: 100"), "{out}");
+
+    sp.cmd("announce 2001:db8:7::/48 local-pref 250 med 7 community 65001:6");
+    let out = wait_until("IPv6 route at BIRD", T, || {
+        bird_route(&net, "2001:db8:7::/48")
+    });
+    for want in [
+        "BGP.next_hop: fd77::1",
+        "BGP.local_pref: 250",
+        "BGP.med: 7",
+        "(65001,6)",
+    ] {
+        assert!(out.contains(want), "{want:?} missing in:\n{out}");
+    }
+
+    sp.cmd("withdraw 203.0.113.7/32");
+    sp.cmd("withdraw 2001:db8:7::/48");
+    wait_until("withdrawn at BIRD", T, || {
+        (bird_route(&net, "203.0.113.7/32").is_none()
+            && bird_route(&net, "2001:db8:7::/48").is_none())
+        .then_some(())
+    });
+}

@@ -1,0 +1,163 @@
+//! Interop with gobgpd 3.x: eBGP over IPv4 and iBGP over IPv6 (the neighbor's
+//! `local-as` makes the second session internal), attributes read back with
+//! `gobgp global rib -j`, withdraw, and routes gobgpd sends.
+
+mod interop_support;
+
+use std::time::Duration;
+
+use interop_support::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(30);
+
+fn gobgp_conf() -> String {
+    format!(
+        r#"[global.config]
+  as = 65002
+  router-id = "{D4}"
+
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{S4}"
+    peer-as = 65001
+  [neighbors.timers.config]
+    connect-retry = 1
+    hold-time = 9
+    keepalive-interval = 3
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{S6}"
+    peer-as = 65001
+    local-as = 65001
+  [neighbors.timers.config]
+    connect-retry = 1
+    hold-time = 9
+    keepalive-interval = 3
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
+"#
+    )
+}
+
+const SPEAKER: &str = r#"local_as = 65001
+router_id = "10.77.0.1"
+hold_time = 9
+
+[[peer]]
+address = "10.77.0.2"
+remote_as = 65002
+families = ["ipv4_unicast"]
+connect_retry_secs = 1
+
+[[peer]]
+address = "fd77::2"
+remote_as = 65001
+families = ["ipv6_unicast"]
+connect_retry_secs = 1
+"#;
+
+/// The path attributes gobgpd holds for `prefix`.
+fn gobgp_attrs(net: &Net, afi: &str, prefix: &str) -> Option<Vec<Value>> {
+    let v = net.gobgp_json(&["global", "rib", "-a", afi]);
+    let paths = v.get(prefix)?.as_array()?;
+    paths.first()?["attrs"].as_array().cloned()
+}
+
+fn attr(attrs: &[Value], ty: u64) -> Option<&Value> {
+    attrs.iter().find(|a| a["type"] == ty)
+}
+
+#[test]
+fn gobgp_ebgp_ipv4_ibgp_ipv6_attributes_and_withdraw() {
+    let Some(bin) = prerequisites(&["gobgpd", "gobgp"]) else {
+        return;
+    };
+    let net = Net::new("gobgp", bin);
+    net.start_gobgp(&gobgp_conf());
+    let cfg = net.write("speaker.toml", SPEAKER);
+    let mut sp = net.speak(&["--config", cfg.to_str().unwrap()]);
+    sp.wait("eBGP IPv4 session", T, |v| session_up(v) && v["peer"] == D4);
+    sp.wait("iBGP IPv6 session", T, |v| session_up(v) && v["peer"] == D6);
+
+    for (p, afi) in [("10.97.0.0/24", "ipv4"), ("2001:db8:97::/48", "ipv6")] {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &net.daemon_ns, "gobgp", "-u", "127.0.0.1"])
+            .args(["global", "rib", "add", p, "-a", afi])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let r = sp.wait("10.97.0.0/24 from gobgpd", T, |v| {
+        received(v, "10.97.0.0/24")
+    });
+    assert_eq!(r["next_hop"], D4);
+    let r = sp.wait("2001:db8:97::/48 from gobgpd", T, |v| {
+        received(v, "2001:db8:97::/48")
+    });
+    assert_eq!(r["next_hop"], D6);
+
+    sp.cmd(
+        "announce 203.0.113.7/32 med 42 community 65001:100 no-export large-community 65001:1:2",
+    );
+    let a = wait_until("IPv4 route at gobgpd", T, || {
+        gobgp_attrs(&net, "ipv4", "203.0.113.7/32")
+    });
+    let s = serde_json::to_string(&a).unwrap();
+    assert_eq!(
+        attr(&a, 3).map(|x| &x["nexthop"]),
+        Some(&Value::from(S4)),
+        "{s}"
+    );
+    assert_eq!(
+        attr(&a, 4).map(|x| &x["metric"]),
+        Some(&Value::from(42)),
+        "{s}"
+    );
+    let comms = &attr(&a, 8).expect("COMMUNITIES")["communities"];
+    assert!(
+        comms
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(65001u64 << 16 | 100)),
+        "{s}"
+    );
+    assert!(
+        comms
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(0xffff_ff01u64)),
+        "{s}"
+    );
+    assert!(attr(&a, 32).is_some(), "LARGE_COMMUNITIES: {s}");
+    assert!(attr(&a, 5).is_none(), "eBGP carries no LOCAL_PREF: {s}");
+
+    sp.cmd("announce 2001:db8:7::/48 local-pref 250 med 7");
+    let a = wait_until("IPv6 route at gobgpd", T, || {
+        gobgp_attrs(&net, "ipv6", "2001:db8:7::/48")
+    });
+    let s = serde_json::to_string(&a).unwrap();
+    assert_eq!(
+        attr(&a, 5).map(|x| &x["value"]),
+        Some(&Value::from(250)),
+        "{s}"
+    );
+    assert!(s.contains(S6), "next hop {S6}: {s}");
+
+    sp.cmd("withdraw 203.0.113.7/32");
+    sp.cmd("withdraw 2001:db8:7::/48");
+    wait_until("withdrawn at gobgpd", T, || {
+        (gobgp_attrs(&net, "ipv4", "203.0.113.7/32").is_none()
+            && gobgp_attrs(&net, "ipv6", "2001:db8:7::/48").is_none())
+        .then_some(())
+    });
+}
