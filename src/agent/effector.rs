@@ -477,8 +477,11 @@ pub async fn perform<D: Dataplane>(
                 tracing::warn!(migration = %cmd.migration, "not converged in time: stalled, nothing torn down")
             }
             Notice::TornDown => tracing::info!(migration = %cmd.migration, "torn down"),
-            Notice::Aborted { reason } => {
-                tracing::warn!(migration = %cmd.migration, reason = ?reason, "aborted")
+            Notice::Aborted { reason: None } => {
+                tracing::info!(migration = %cmd.migration, "aborted by request")
+            }
+            Notice::Aborted { reason: Some(r) } => {
+                tracing::warn!(migration = %cmd.migration, reason = %r, "aborted after a failure")
             }
         },
     }

@@ -409,6 +409,16 @@ mod tests {
     }
 
     #[test]
+    fn lab_example_configs_parse() {
+        for pe in ["pe-a", "pe-b"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("labs/agent/{pe}.toml"));
+            let c = AgentConfig::load(&path).unwrap();
+            assert_eq!(c.netns.as_deref(), Some(pe));
+            assert!(c.default_policy().is_ok());
+        }
+    }
+
+    #[test]
     fn policy_from_config() {
         let text = format!(
             "{MINIMAL}\n[policy]\npreference = \"local-pref\"\nvalue = 300\ncommunities = [\"65000:7\"]\n"
