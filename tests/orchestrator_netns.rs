@@ -4,8 +4,12 @@
 //! the source's override was acknowledged before the VM resumed, the pause window, the
 //! VM's reachability from pe-a through the tunnel while the override stood, and that
 //! nothing migroute owns is left in either PE afterwards (no `mr-*` link, no proto-245
-//! route). The agents run without BGP peers (pe-a's and pe-b's FRR already hold the
-//! sessions to the reflector), so the destination's route is recorded, not sent.
+//! route).
+//!
+//! Two runs: agents without BGP peers (the destination's route is recorded, not sent),
+//! and one where pe-b's agent peers with the reflector pe-in from pe-b's core-facing
+//! address (pe-b's FRR holds the loopback session), so its host route reaches the
+//! client's PE and the client reaches the VM at its new site.
 //!
 //! Needs root, iproute2, VXLAN and FRR: SKIPPED without them (a panic under CI).
 
@@ -117,6 +121,18 @@ impl Drop for TestLab {
     }
 }
 
+/// `migroute`, inside a namespace when given.
+fn in_netns(ns: Option<&str>) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_migroute")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_migroute")),
+    }
+}
+
 /// One `migroute agent`, killed when dropped.
 struct Agent {
     base: String,
@@ -125,7 +141,17 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(dir: &Path, name: &str, netns: &str, addr: &str, token: &Path) -> Self {
+    /// Starts the agent acting in `netns`; the process itself runs in `run_in` (a lab
+    /// namespace) when given, else on the host.
+    fn start(
+        dir: &Path,
+        name: &str,
+        netns: &str,
+        addr: &str,
+        token: &Path,
+        extra: &str,
+        run_in: Option<&str>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -141,7 +167,7 @@ impl Agent {
 journal = "{journal}"
 [pe]
 router_id = "{addr}"
-loopback = "{addr}"
+loopback = "{loopback}"
 tunnel_source = "{addr}"
 tunnel_inside_pool = "169.254.0.0/16"
 [api]
@@ -152,14 +178,20 @@ quiet_ms = 500
 min_hold_ms = 800
 converge_timeout_ms = 30000
 counter_poll_ms = 50
-"#,
+{extra}"#,
                 journal = dir.join(format!("{name}.redb")).display(),
                 token = token.display(),
+                // The BGP next hop: the PE's own loopback, which OSPF carries.
+                loopback = if addr.ends_with(".2") {
+                    "10.255.0.2"
+                } else {
+                    "10.255.0.3"
+                },
             ),
         )
         .unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_migroute"))
+        let child = in_netns(run_in)
             .args(["agent", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
@@ -174,7 +206,7 @@ counter_poll_ms = 50
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !a.logs().contains("API listening") {
             if let Some(st) = a.child.try_wait().unwrap() {
                 panic!("agent {name} exited with {st}: {}", a.logs());
             }
@@ -203,22 +235,85 @@ impl Drop for Agent {
 #[test]
 fn migrate_moves_the_vm_with_the_override_in_place_before_it_resumes() {
     let test = "migrate_moves_the_vm_with_the_override_in_place_before_it_resumes";
-    if !can_run(test) {
-        return;
+    if can_run(test) {
+        migrate_e2e("mro", false);
     }
+}
+
+#[test]
+fn migrate_with_bgp_announces_the_vm_to_the_client() {
+    let test = "migrate_with_bgp_announces_the_vm_to_the_client";
+    if can_run(test) {
+        migrate_e2e("mrb", true);
+    }
+}
+
+/// pe-b's agent as a route-reflector client of pe-in, from 10.0.13.3.
+const PE_B_BGP: &str = r#"[bgp]
+asn = 65000
+[[bgp.peers]]
+address = "10.0.13.1"
+remote_as = 65000
+local_address = "10.0.13.3"
+"#;
+
+fn migrate_e2e(prefix: &str, bgp: bool) {
     let pid = std::process::id() % 100_000;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let lab = TestLab::up(dir.path(), &format!("mro{pid}"));
+    let lab = TestLab::up(dir.path(), &format!("{prefix}{pid}"));
     lab.lab
         .wait_route("pe-in", "10.10.0.0/24", Duration::from_secs(40))
         .unwrap();
     lab.sh("client", "ping -c1 -W2 10.10.0.5").unwrap();
+    if bgp {
+        let vty = lab.lab.state_dir().join("nodes").join("pe-in");
+        let n = "neighbor 10.0.13.3";
+        let out = Command::new("vtysh")
+            .arg("--vty_socket")
+            .arg(&vty)
+            .args(["-c", "configure terminal", "-c", "router bgp 65000"])
+            .args(["-c", &format!("{n} remote-as 65000")])
+            .args(["-c", &format!("{n} timers 3 9")])
+            .args(["-c", &format!("{n} timers connect 1")])
+            .args(["-c", "address-family ipv4 unicast"])
+            .args(["-c", &format!("{n} activate")])
+            .args(["-c", &format!("{n} route-reflector-client")])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !said.contains("% "),
+            "vtysh: {said}"
+        );
+    }
 
     let ns = |node: &str| lab.lab.netns(node).unwrap();
-    let a = Agent::start(dir.path(), "pe-a", &ns("pe-a"), "10.0.23.2", &token);
-    let b = Agent::start(dir.path(), "pe-b", &ns("pe-b"), "10.0.23.3", &token);
+    // The agent's BGP sockets live in the agent process's own namespace: with BGP, the
+    // agents and the orchestrator all run inside pe-b's (the API on its loopback),
+    // acting on each PE through `netns`.
+    let pe_b = ns("pe-b");
+    let run_in = bgp.then_some(pe_b.as_str());
+    let a = Agent::start(
+        dir.path(),
+        "pe-a",
+        &ns("pe-a"),
+        "10.0.23.2",
+        &token,
+        "",
+        run_in,
+    );
+    let b = Agent::start(
+        dir.path(),
+        "pe-b",
+        &pe_b,
+        "10.0.23.3",
+        &token,
+        if bgp { PE_B_BGP } else { "" },
+        run_in,
+    );
 
     // The shipped plan, pointed at this lab and these agents.
     let shipped =
@@ -230,7 +325,9 @@ fn migrate_moves_the_vm_with_the_override_in_place_before_it_resumes() {
         .replace("http://127.0.0.1:8081", &a.base)
         .replace("http://127.0.0.1:8082", &b.base)
         .replace("quiet_ms = 1000", "quiet_ms = 500")
-        .replace("min_hold_ms = 3000", "min_hold_ms = 800");
+        .replace("min_hold_ms = 3000", "min_hold_ms = 800")
+        // The session to pe-in carries IPv4 only.
+        .replace(", \"2001:db8:10::5/128\"", "");
     let plan_path = dir.path().join("plan.toml");
     std::fs::write(&plan_path, plan).unwrap();
 
@@ -246,7 +343,7 @@ fn migrate_moves_the_vm_with_the_override_in_place_before_it_resumes() {
         .spawn()
         .unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_migroute"))
+    let out = in_netns(run_in)
         .args(["migrate", "--json", "--plan"])
         .arg(&plan_path)
         .arg("--journal")
@@ -315,6 +412,15 @@ fn migrate_moves_the_vm_with_the_override_in_place_before_it_resumes() {
     let replies = ping.lines().filter(|l| l.contains("bytes from")).count();
     assert!(replies > 100, "pe-a's pings to the VM: {ping}");
 
+    if bgp {
+        // The destination's host route reached the client's PE: the client reaches
+        // the VM at its new site, with nothing of migroute's left on pe-a.
+        lab.lab
+            .wait_route("pe-in", "10.10.0.5/32", Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}\n{context}"));
+        lab.sh("client", "ping -c2 -W2 10.10.0.5")
+            .unwrap_or_else(|e| panic!("{e}\n{context}"));
+    }
     // Nothing of migroute's is left in either PE.
     for node in ["pe-a", "pe-b"] {
         assert_eq!(lab.owned(node), "", "{node} keeps migroute objects");
