@@ -9,8 +9,8 @@ use std::path::Path;
 use super::report::{Report, RunRecord};
 use super::{Direction, ScenarioError};
 
-const WIDTH: f64 = 1000.0;
-const LEFT: f64 = 170.0;
+const WIDTH: f64 = 1080.0;
+const LEFT: f64 = 250.0;
 const RIGHT: f64 = 20.0;
 const ROW: f64 = 14.0;
 const LANE_GAP: f64 = 34.0;
