@@ -4,7 +4,7 @@
 //!
 //! Exit code 0 when the migration completed; 1 when it rolled back or stalled.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,18 +12,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use migroute_labs::{Lab, Topology};
-use migroute_orchestration::drivers::NoneStorage;
 use migroute_orchestration::journal::Journal;
-use migroute_orchestration::migration::{
-    Event, HypervisorPlan, Migration, MigrationPlan, Phase, Report, StoragePlan,
-};
+use migroute_orchestration::migration::{Event, Migration, MigrationPlan, Phase, Report};
 use serde::Serialize;
 
-use crate::orchestrator::agent_client::{self, HttpAgent};
-use crate::orchestrator::lab_hypervisor::{self, LabHypervisor, PauseWindow};
+use crate::orchestrator::agent_client;
+use crate::orchestrator::lab_hypervisor::{self, PauseWindow};
 use crate::orchestrator::plan_file;
-use crate::orchestrator::runtime::{self, Drivers, Observer, Options, Update};
+use crate::orchestrator::runtime::{self, Observer, Options, Update};
+use crate::orchestrator::setup::{self, DriverSettings};
 
 /// Arguments of `migroute migrate`.
 #[derive(Debug, Args)]
@@ -76,47 +73,14 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(agent_client::read_token)
         .transpose()?;
-    let timeout = Duration::from_millis(args.agent_timeout_ms);
-    let source = Arc::new(HttpAgent::new(
-        &plan.source.agent_url,
-        token.clone(),
-        timeout,
-    )?);
-    let destination = Arc::new(HttpAgent::new(&plan.destination.agent_url, token, timeout)?);
-    let hypervisor = match &plan.hypervisor {
-        HypervisorPlan::Lab {
-            topology,
-            node,
-            to,
-            pause_ms,
-        } => {
-            let path = plan_file::resolve_beside(&args.plan, topology);
-            let lab = Lab::new(
-                Topology::load(&path)
-                    .with_context(|| format!("hypervisor.topology {}", path.display()))?,
-            );
-            if !lab.is_up() {
-                bail!(
-                    "hypervisor.topology: lab {} is not up (migroute lab up {})",
-                    lab.name(),
-                    path.display()
-                );
-            }
-            Arc::new(LabHypervisor::new(
-                lab,
-                node,
-                to,
-                Duration::from_millis(*pause_ms),
-                Duration::from_millis(args.lab_precopy_ms),
-            )?)
-        }
-        HypervisorPlan::Libvirt { .. } => {
-            bail!("hypervisor.kind = \"libvirt\": not built into this migroute yet")
-        }
+    let settings = DriverSettings {
+        agent_token: token,
+        agent_timeout: Duration::from_millis(args.agent_timeout_ms),
+        lab_precopy: Duration::from_millis(args.lab_precopy_ms),
     };
-    if !matches!(plan.storage, StoragePlan::None) {
-        bail!("storage.kind: only \"none\" is built into this migroute yet");
-    }
+    let base_dir = args.plan.parent().unwrap_or(Path::new("."));
+    let drivers = setup::drivers(&plan, base_dir, &settings)?;
+    let hypervisor = drivers.hypervisor.clone();
     if let Some(dir) = args.journal.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("journal directory {}", dir.display()))?;
@@ -128,12 +92,6 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let observer: Observer = {
         let display = display.clone();
         Arc::new(move |u: &Update| display.update(u))
-    };
-    let drivers = Drivers {
-        hypervisor: hypervisor.clone(),
-        storage: Arc::new(NoneStorage),
-        source,
-        destination,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

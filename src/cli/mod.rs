@@ -6,6 +6,7 @@ pub mod bgp;
 pub mod bgp_speak;
 pub mod lab;
 pub mod migrate;
+pub mod orchestrator;
 pub mod probe;
 pub mod tunnel;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Lab(lab::LabCommand),
     /// One planned migration from a plan file: agents, hypervisor, storage, in order.
     Migrate(migrate::MigrateArgs),
+    /// The orchestrator as a service: plans posted over REST, SSE progress.
+    Orchestrator(orchestrator::OrchestratorArgs),
     /// Traffic probe: open-loop UDP stream and a TCP liveness connection.
     #[command(subcommand)]
     Probe(probe::ProbeCommand),
@@ -73,6 +76,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bgp(cmd) => bgp::run(cmd),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Migrate(args) => migrate::run(args),
+        Command::Orchestrator(args) => orchestrator::run(args),
         Command::Probe(cmd) => probe::run(cmd),
         Command::Tunnel(cmd) => tunnel::run(cmd),
     }

@@ -13,3 +13,5 @@ pub mod agent_client;
 pub mod lab_hypervisor;
 pub mod plan_file;
 pub mod runtime;
+pub mod service;
+pub mod setup;

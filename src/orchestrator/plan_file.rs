@@ -61,18 +61,5 @@ pub fn load_plan(path: &Path) -> Result<MigrationPlan, PlanFileError> {
     parse_plan(&text, path)
 }
 
-/// A path named in a plan (the lab topology): relative ones are relative to the plan
-/// file, so a plan and its lab travel together.
-pub fn resolve_beside(plan_path: &Path, named: &str) -> PathBuf {
-    let p = Path::new(named);
-    if p.is_absolute() {
-        return p.into();
-    }
-    plan_path
-        .parent()
-        .map(|d| d.join(p))
-        .unwrap_or_else(|| p.into())
-}
-
 #[cfg(test)]
 mod tests;

@@ -27,13 +27,13 @@ use migroute_orchestration::drivers::{
 };
 use migroute_orchestration::journal::{Journal, JournalError};
 use migroute_orchestration::migration::{
-    Action, Command, Event, Migration, MigrationError, Notice, Phase, Record, Report,
+    Action, Command, Event, Migration, MigrationError, Notice, Phase, Record, Report, Status,
 };
 use migroute_orchestration::pe::{MigrationId, Role};
 use migroute_orchestration::Time;
 use serde::Serialize;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 /// Wall-clock milliseconds since the Unix epoch: the journal outlives the process, so
@@ -221,7 +221,32 @@ where
     S: Storage + 'static,
     A: PeAgent + 'static,
 {
+    drive_published(
+        machine, first, journal, drivers, opts, observer, operator, None,
+    )
+    .await
+}
+
+/// [`drive`], also publishing the machine's [`Status`] after every step (the service's
+/// `GET /v1/migrations/{id}`).
+#[allow(clippy::too_many_arguments)]
+pub async fn drive_published<H, S, A>(
+    machine: Migration,
+    first: Vec<Command>,
+    journal: Arc<Journal>,
+    drivers: Drivers<H, S, A>,
+    opts: Options,
+    observer: Observer,
+    operator: mpsc::Receiver<OperatorRequest>,
+    status: Option<watch::Sender<Status>>,
+) -> Result<Report, RuntimeError>
+where
+    H: Hypervisor + 'static,
+    S: Storage + 'static,
+    A: PeAgent + 'static,
+{
     let mut owner = Owner::new(machine, journal, drivers, opts, observer);
+    owner.status = status;
     let result = owner.run(first, operator).await;
     owner.tasks.shutdown().await;
     result?;
@@ -243,6 +268,7 @@ struct Owner<H, S, A> {
     storage_q: Queue,
     gate: Option<oneshot::Sender<GateDecision>>,
     polling: bool,
+    status: Option<watch::Sender<Status>>,
 }
 
 impl<H, S, A> Owner<H, S, A>
@@ -275,6 +301,7 @@ where
             tasks,
             gate: None,
             polling: false,
+            status: None,
         }
     }
 
@@ -298,6 +325,9 @@ where
         let mut cmds = first;
         loop {
             self.carry_out(cmds).await?;
+            if let Some(tx) = &self.status {
+                tx.send_replace(self.machine.status());
+            }
             if self.done() {
                 return Ok(());
             }

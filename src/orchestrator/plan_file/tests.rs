@@ -34,7 +34,7 @@ fn shipped_plans_parse_validate_and_mirror_each_other() {
     };
     assert_eq!((to.as_str(), *pause_ms), ("dc-b", 100));
     // The topology named is the lab file beside the plans.
-    assert!(resolve_beside(&pa, topology).exists(), "{topology}");
+    assert!(pa.parent().unwrap().join(topology).exists(), "{topology}");
 }
 
 #[test]

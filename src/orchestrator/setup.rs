@@ -1,0 +1,116 @@
+//! Drivers from a plan: the part of `migroute migrate` and `migroute orchestrator` that
+//! turns `[hypervisor]`, `[storage]`, `[source]` and `[destination]` into driver
+//! instances, refusing kinds this build does not carry.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use migroute_labs::{Lab, Topology};
+use migroute_orchestration::drivers::NoneStorage;
+use migroute_orchestration::migration::{HypervisorPlan, MigrationPlan, StoragePlan};
+use thiserror::Error;
+
+use super::agent_client::{ClientError, HttpAgent};
+use super::lab_hypervisor::{LabHypervisor, LabHypervisorError};
+use super::runtime::Drivers;
+
+/// How the drivers reach the world, beyond the plan.
+#[derive(Debug, Clone)]
+pub struct DriverSettings {
+    /// Bearer token for both agents.
+    pub agent_token: Option<String>,
+    /// Deadline of each agent call.
+    pub agent_timeout: Duration,
+    /// Lab hypervisor: simulated pre-copy.
+    pub lab_precopy: Duration,
+}
+
+/// Why a plan's drivers cannot be built; `field` names the plan field.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    /// A kind this build has no driver for.
+    #[error("plan field {field}: {reason}")]
+    Unsupported {
+        /// Dotted field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The lab cannot be used.
+    #[error("plan field hypervisor.topology: {0}")]
+    Lab(String),
+    /// An agent URL is unusable.
+    #[error("plan field {field}: {source}")]
+    Agent {
+        /// Dotted field.
+        field: &'static str,
+        /// Why.
+        #[source]
+        source: ClientError,
+    },
+}
+
+/// The drivers of this build: the lab hypervisor, no storage, HTTP agents.
+pub type PlanDrivers = Drivers<LabHypervisor, NoneStorage, HttpAgent>;
+
+/// Builds the drivers of `plan`; relative paths in it are relative to `base_dir`.
+pub fn drivers(
+    plan: &MigrationPlan,
+    base_dir: &Path,
+    settings: &DriverSettings,
+) -> Result<PlanDrivers, SetupError> {
+    let agent = |field, url: &str| {
+        HttpAgent::new(url, settings.agent_token.clone(), settings.agent_timeout)
+            .map(Arc::new)
+            .map_err(|source| SetupError::Agent { field, source })
+    };
+    let source = agent("source.agent_url", &plan.source.agent_url)?;
+    let destination = agent("destination.agent_url", &plan.destination.agent_url)?;
+    let hypervisor = match &plan.hypervisor {
+        HypervisorPlan::Lab {
+            topology,
+            node,
+            to,
+            pause_ms,
+        } => {
+            let path = base_dir.join(topology);
+            let topo = Topology::load(&path)
+                .map_err(|e| SetupError::Lab(format!("{}: {e}", path.display())))?;
+            let lab = Lab::new(topo);
+            if !lab.is_up() {
+                return Err(SetupError::Lab(format!(
+                    "lab {} is not up (migroute lab up {})",
+                    lab.name(),
+                    path.display()
+                )));
+            }
+            LabHypervisor::new(
+                lab,
+                node,
+                to,
+                Duration::from_millis(*pause_ms),
+                settings.lab_precopy,
+            )
+            .map_err(|e: LabHypervisorError| SetupError::Lab(e.to_string()))?
+        }
+        HypervisorPlan::Libvirt { .. } => {
+            return Err(SetupError::Unsupported {
+                field: "hypervisor.kind",
+                reason: "\"libvirt\" is not built into this migroute yet".into(),
+            })
+        }
+    };
+    if !matches!(plan.storage, StoragePlan::None) {
+        return Err(SetupError::Unsupported {
+            field: "storage.kind",
+            reason: "only \"none\" is built into this migroute yet".into(),
+        });
+    }
+    Ok(Drivers {
+        hypervisor: Arc::new(hypervisor),
+        storage: Arc::new(NoneStorage),
+        source,
+        destination,
+    })
+}
