@@ -236,7 +236,7 @@ impl Drop for Agent {
 fn migrate_moves_the_vm_with_the_override_in_place_before_it_resumes() {
     let test = "migrate_moves_the_vm_with_the_override_in_place_before_it_resumes";
     if can_run(test) {
-        migrate_e2e("mro", false);
+        migrate_e2e("mro", Mode::Plain);
     }
 }
 
@@ -244,8 +244,26 @@ fn migrate_moves_the_vm_with_the_override_in_place_before_it_resumes() {
 fn migrate_with_bgp_announces_the_vm_to_the_client() {
     let test = "migrate_with_bgp_announces_the_vm_to_the_client";
     if can_run(test) {
-        migrate_e2e("mrb", true);
+        migrate_e2e("mrb", Mode::Bgp);
     }
+}
+
+#[test]
+fn switchover_missing_its_deadline_rolls_back_and_the_vm_stays_at_its_site() {
+    let test = "switchover_missing_its_deadline_rolls_back_and_the_vm_stays_at_its_site";
+    if can_run(test) {
+        migrate_e2e("mrr", Mode::Rollback);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Agents without BGP.
+    Plain,
+    /// pe-b's agent announces to the reflector.
+    Bgp,
+    /// The switchover deadline (1 ms) passes while the VM is suspended.
+    Rollback,
 }
 
 /// pe-b's agent as a route-reflector client of pe-in, from 10.0.13.3.
@@ -257,7 +275,8 @@ remote_as = 65000
 local_address = "10.0.13.3"
 "#;
 
-fn migrate_e2e(prefix: &str, bgp: bool) {
+fn migrate_e2e(prefix: &str, mode: Mode) {
+    let bgp = mode == Mode::Bgp;
     let pid = std::process::id() % 100_000;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
@@ -327,7 +346,15 @@ fn migrate_e2e(prefix: &str, bgp: bool) {
         .replace("quiet_ms = 1000", "quiet_ms = 500")
         .replace("min_hold_ms = 3000", "min_hold_ms = 800")
         // The session to pe-in carries IPv4 only.
-        .replace(", \"2001:db8:10::5/128\"", "");
+        .replace(", \"2001:db8:10::5/128\"", "")
+        .replace(
+            "switchover_ms = 2000",
+            if mode == Mode::Rollback {
+                "switchover_ms = 1"
+            } else {
+                "switchover_ms = 2000"
+            },
+        );
     let plan_path = dir.path().join("plan.toml");
     std::fs::write(&plan_path, plan).unwrap();
 
@@ -360,6 +387,28 @@ fn migrate_e2e(prefix: &str, bgp: bool) {
         a.logs(),
         b.logs()
     );
+    if mode == Mode::Rollback {
+        let _ = pinger.wait_with_output();
+        assert_eq!(out.status.code(), Some(1), "{context}");
+        let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(report["phase"], "rolled-back", "{context}");
+        // The VM was suspended, then cancelled: back up at dc-a, never resumed at dc-b.
+        assert!(report["marks"]["suspended_at"].is_u64(), "{context}");
+        assert!(report["marks"]["resumed_at"].is_null(), "{context}");
+        assert!(report["pause_window"]["end_ms"].is_u64(), "{context}");
+        assert!(stdout.contains("\"phase\":\"rolling-back\""), "{context}");
+        assert_eq!(lab.lab.current_node_of("dc-a", "eth2"), "dc-a");
+        lab.sh("client", "ping -c2 -W2 10.10.0.5")
+            .unwrap_or_else(|e| panic!("{e}\n{context}"));
+        for node in ["pe-a", "pe-b"] {
+            assert_eq!(
+                lab.owned(node),
+                "",
+                "{node} keeps migroute objects\n{context}"
+            );
+        }
+        return;
+    }
     assert!(out.status.success(), "{context}");
     let lines: Vec<Value> = stdout
         .lines()
