@@ -474,5 +474,136 @@ fn migrate_e2e(prefix: &str, mode: Mode) {
     for node in ["pe-a", "pe-b"] {
         assert_eq!(lab.owned(node), "", "{node} keeps migroute objects");
     }
+    if mode == Mode::Plain {
+        // And back again, through the orchestrator service this time.
+        back_through_the_service(dir.path(), &lab, &a, &b, &token, pid);
+        assert_eq!(lab.lab.current_node_of("dc-a", "eth2"), "dc-a");
+        lab.sh("client", "ping -c2 -W2 10.10.0.5").unwrap();
+        for node in ["pe-a", "pe-b"] {
+            assert_eq!(lab.owned(node), "", "{node} keeps migroute objects");
+        }
+    }
     drop((a, b));
+}
+
+/// `migroute orchestrator` with the shipped b-to-a plan posted as JSON: 202, the SSE
+/// stream shows the phases up to `completed`, and `GET` ends with the report.
+fn back_through_the_service(
+    dir: &Path,
+    lab: &TestLab,
+    a: &Agent,
+    b: &Agent,
+    token: &Path,
+    pid: u32,
+) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("orchestrator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "journal = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{t}\"\n[agents]\ntoken_file = \"{t}\"\n",
+            dir.join("service.redb").display(),
+            t = token.display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("orchestrator.log");
+    let mut service = Agent {
+        base: format!("http://127.0.0.1:{port}"),
+        child: Command::new(env!("CARGO_BIN_EXE_migroute"))
+            .args(["orchestrator", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !service.logs().contains("orchestrator API listening") {
+        if let Some(st) = service.child.try_wait().unwrap() {
+            panic!("orchestrator exited with {st}: {}", service.logs());
+        }
+        assert!(Instant::now() < deadline, "{}", service.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/plans/wan-migration-b-to-a.toml");
+    let mut plan: Value = toml::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
+    let id = format!("e2e-back-{pid}");
+    plan["id"] = Value::from(id.clone());
+    plan["hypervisor"]["topology"] = Value::from(lab.file.display().to_string());
+    plan["source"]["agent_url"] = Value::from(b.base.clone());
+    plan["destination"]["agent_url"] = Value::from(a.base.clone());
+    plan["policy"]["convergence"]["quiet_ms"] = Value::from(500);
+    plan["policy"]["convergence"]["min_hold_ms"] = Value::from(800);
+    let secret = std::fs::read_to_string(token).unwrap().trim().to_string();
+    let base = service.base.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (sse, status) = rt.block_on(async move {
+        let c = reqwest::Client::new();
+        let mut events = c
+            .get(format!("{base}/v1/events"))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status().as_u16(), 200);
+        let r = c
+            .post(format!("{base}/v1/migrations"))
+            .bearer_auth(&secret)
+            .json(&plan)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+        let mut sse = String::new();
+        let read = async {
+            while let Some(chunk) = events.chunk().await.unwrap() {
+                sse.push_str(&String::from_utf8_lossy(&chunk));
+                if sse.contains("\"phase\":\"completed\"") || sse.contains("rolled-back") {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .unwrap_or_else(|_| panic!("no end in the event stream: {sse}"));
+        // The runtime stores the report right after its last step.
+        let mut status = Value::Null;
+        for _ in 0..50 {
+            status = c
+                .get(format!("{base}/v1/migrations/{id}"))
+                .bearer_auth(&secret)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if !status["report"].is_null() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (sse, status)
+    });
+    let context = format!(
+        "sse:\n{sse}\nstatus: {status}\nservice:\n{}",
+        service.logs()
+    );
+    assert!(sse.contains("event: phase"), "{context}");
+    assert!(sse.contains("\"phase\":\"switching-over\""), "{context}");
+    assert_eq!(status["report"]["phase"], "completed", "{context}");
+    assert_eq!(
+        status["report"]["marks"]["override_before_resume"], true,
+        "{context}"
+    );
+    assert_eq!(status["status"]["phase"], "completed", "{context}");
+    let _ = service.child.kill();
 }
