@@ -256,8 +256,18 @@ fn switchover_missing_its_deadline_rolls_back_and_the_vm_stays_at_its_site() {
     }
 }
 
+#[test]
+fn migrate_killed_in_the_pause_window_rolls_back_when_run_again() {
+    let test = "migrate_killed_in_the_pause_window_rolls_back_when_run_again";
+    if can_run(test) {
+        migrate_e2e("mrk", Mode::Crash);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
+    /// `migrate` is killed (SIGKILL) inside a 3 s pause, then run again.
+    Crash,
     /// Agents without BGP.
     Plain,
     /// pe-b's agent announces to the reflector.
@@ -354,6 +364,14 @@ fn migrate_e2e(prefix: &str, mode: Mode) {
             } else {
                 "switchover_ms = 2000"
             },
+        )
+        .replace(
+            "pause_ms = 100",
+            if mode == Mode::Crash {
+                "pause_ms = 3000"
+            } else {
+                "pause_ms = 100"
+            },
         );
     let plan_path = dir.path().join("plan.toml");
     std::fs::write(&plan_path, plan).unwrap();
@@ -370,6 +388,34 @@ fn migrate_e2e(prefix: &str, mode: Mode) {
         .spawn()
         .unwrap();
 
+    if mode == Mode::Crash {
+        // Killed once the override is in place and the VM is held in its pause.
+        let mut first = in_netns(run_in)
+            .args(["migrate", "--json", "--plan"])
+            .arg(&plan_path)
+            .arg("--journal")
+            .arg(dir.path().join("orchestrator.redb"))
+            .arg("--token-file")
+            .arg(&token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(first.stdout.take().unwrap()));
+        let mut seen = String::new();
+        for line in lines {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("\"phase\":\"resuming\"") {
+                break;
+            }
+        }
+        assert!(seen.contains("resuming"), "{seen}");
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+        assert_ne!(lab.owned("pe-a"), "", "the override should be in place");
+    }
     let out = in_netns(run_in)
         .args(["migrate", "--json", "--plan"])
         .arg(&plan_path)
@@ -387,7 +433,7 @@ fn migrate_e2e(prefix: &str, mode: Mode) {
         a.logs(),
         b.logs()
     );
-    if mode == Mode::Rollback {
+    if matches!(mode, Mode::Rollback | Mode::Crash) {
         let _ = pinger.wait_with_output();
         assert_eq!(out.status.code(), Some(1), "{context}");
         let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
@@ -395,7 +441,18 @@ fn migrate_e2e(prefix: &str, mode: Mode) {
         // The VM was suspended, then cancelled: back up at dc-a, never resumed at dc-b.
         assert!(report["marks"]["suspended_at"].is_u64(), "{context}");
         assert!(report["marks"]["resumed_at"].is_null(), "{context}");
-        assert!(report["pause_window"]["end_ms"].is_u64(), "{context}");
+        if mode == Mode::Crash {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("resuming migration"),
+                "{context}"
+            );
+            assert!(
+                report["errors"].to_string().contains("restarted"),
+                "{context}"
+            );
+        } else {
+            assert!(report["pause_window"]["end_ms"].is_u64(), "{context}");
+        }
         assert!(stdout.contains("\"phase\":\"rolling-back\""), "{context}");
         assert_eq!(lab.lab.current_node_of("dc-a", "eth2"), "dc-a");
         lab.sh("client", "ping -c2 -W2 10.10.0.5")

@@ -361,3 +361,99 @@ async fn gate_dropped_without_decision_cancels() {
     tx.send(GateDecision::Resume).unwrap();
     assert_eq!(gate.quiesced().await, GateDecision::Resume);
 }
+
+/// Journals `cmds`, then answers `Done` to every command that wants an answer, in
+/// order, journaling what follows, until a command matching `stop` has been journaled
+/// (it stays unanswered, as if the process died right after journaling it).
+fn journal_until(
+    journal: &Journal,
+    m: &mut Migration,
+    mut cmds: Vec<Command>,
+    stop: impl Fn(&Action) -> bool,
+) {
+    while !cmds.is_empty() {
+        let mut next = Vec::new();
+        for c in &cmds {
+            journal.append_migration(c).unwrap();
+        }
+        for c in cmds {
+            if stop(&c.action) {
+                return;
+            }
+            if c.action.expects_answer() {
+                next.extend(m.handle(Event::Done { seq: c.seq }, now()).unwrap());
+            }
+        }
+        cmds = next;
+    }
+    panic!("never issued the stop action");
+}
+
+async fn drive_recovered(journal: Arc<Journal>, log: &Log) -> Report {
+    let mut found = recover(&journal, now()).unwrap();
+    assert_eq!(found.len(), 1);
+    let (m, first) = found.remove(0);
+    let drivers = Drivers {
+        hypervisor: Arc::new(FakeHv { log: log.clone() }),
+        storage: Arc::new(NoStorage),
+        source: Arc::new(FakeAgent::new("source", log, PePhase::TornDown)),
+        destination: Arc::new(FakeAgent::new("destination", log, PePhase::TornDown)),
+    };
+    let opts = Options {
+        agent_poll: Duration::from_millis(20),
+        ..Options::default()
+    };
+    let observer: Observer = Arc::new(|_: &Update| {});
+    let (_tx, rx) = mpsc::channel(1);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        drive(m, first, journal, drivers, opts, observer, rx),
+    )
+    .await
+    .expect("recovered migration did not end")
+    .unwrap()
+}
+
+#[tokio::test]
+async fn restart_before_the_vm_moved_resumes_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(Journal::open(dir.path().join("j.redb")).unwrap());
+    let (mut m, mut first) = Migration::new(plan(), now()).unwrap();
+    first.extend(m.handle(Event::Start, now()).unwrap());
+    // Died right after journaling the first prepare.
+    journal_until(&journal, &mut m, first, |a| {
+        matches!(a, Action::PrepareAgent { .. })
+    });
+    let log: Log = Arc::default();
+    let report = drive_recovered(journal.clone(), &log).await;
+    assert_eq!(report.phase, Phase::Completed, "{report:?}");
+    let l = log.lock().unwrap().clone();
+    assert!(
+        l.contains(&"source prepare".into()) && l.contains(&"destination prepare".into()),
+        "{l:?}"
+    );
+    assert!(!l.iter().any(|x| x.contains("abort")), "{l:?}");
+}
+
+#[tokio::test]
+async fn restart_while_the_hook_hypervisor_migrates_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(Journal::open(dir.path().join("j.redb")).unwrap());
+    let (mut m, mut first) = Migration::new(plan(), now()).unwrap();
+    first.extend(m.handle(Event::Start, now()).unwrap());
+    // Died with the lab VM migrating: its quiesce hook died with the process.
+    journal_until(&journal, &mut m, first, |a| {
+        matches!(a, Action::StartMigration)
+    });
+    let log: Log = Arc::default();
+    let report = drive_recovered(journal.clone(), &log).await;
+    assert_eq!(report.phase, Phase::RolledBack, "{report:?}");
+    let l = log.lock().unwrap().clone();
+    // Cancel first (the VM back at its source), then both agents aborted; the VM was
+    // never asked to migrate again.
+    assert!(pos(&l, "vm cancel") < pos(&l, "source abort"), "{l:?}");
+    assert!(pos(&l, "vm cancel") < pos(&l, "destination abort"), "{l:?}");
+    assert!(!l.contains(&"vm suspended".into()), "{l:?}");
+    // The journal now holds the finished rollback: nothing left to recover.
+    assert!(recover(&journal, now()).unwrap().is_empty());
+}
