@@ -147,6 +147,20 @@ fn frr_ebgp_ipv4_ipv6_attributes_withdraw_and_received_routes() {
         (!net.fib("2001:db8:7::/48").is_empty()).then_some(())
     });
 
+    // FRR asks for our routes again (ROUTE-REFRESH): served from the Adj-RIB-Out.
+    let sent = |sp: &mut Speak| {
+        let from = sp.len();
+        sp.send("show peers");
+        let v = sp.wait_from(from, "show peers", T, |v| v.get("peers").is_some());
+        v["peers"][0]["updates_sent"].as_u64().unwrap()
+    };
+    let before = sent(&mut sp);
+    net.vtysh_json(&format!("clear bgp ipv4 unicast {S4} soft in"));
+    wait_until("refresh served", T, || {
+        (sent(&mut sp) > before).then_some(())
+    });
+    assert!(frr_path(&net, "ipv4", "203.0.113.7/32").is_some());
+
     sp.cmd("withdraw 203.0.113.7/32");
     sp.cmd("withdraw 2001:db8:7::/48");
     wait_until("withdrawal at FRR", T, || {

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use migroute_bgp::codec::Family;
 use migroute_bgp::text_api::{self, Command};
-use migroute_bgp::{PeerConfig, Speaker, SpeakerConfig};
+use migroute_bgp::{PeerConfig, Speaker, SpeakerConfig, SpeakerEvent};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
@@ -56,6 +56,10 @@ pub struct SpeakArgs {
     /// Only accept connections from the --peer neighbors, never connect.
     #[arg(long)]
     passive: bool,
+    /// Print session events only, not one line per received or withdrawn route
+    /// (for full tables; `show routes` still lists them).
+    #[arg(long)]
+    no_route_events: bool,
 }
 
 fn parse_peer(s: &str) -> anyhow::Result<(IpAddr, Option<u16>)> {
@@ -153,19 +157,22 @@ fn print(v: &serde_json::Value) {
 
 pub fn run(args: SpeakArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.build()?;
+    let route_events = !args.no_route_events;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(speak(cfg))
+    rt.block_on(speak(cfg, route_events))
 }
 
-async fn speak(cfg: SpeakerConfig) -> anyhow::Result<ExitCode> {
+async fn speak(cfg: SpeakerConfig, route_events: bool) -> anyhow::Result<ExitCode> {
     let (speaker, mut events, join) = Speaker::start_subscribed(cfg).await?;
     let printer = tokio::spawn(async move {
         loop {
             match events.recv().await {
+                Ok(SpeakerEvent::RoutesReceived { .. } | SpeakerEvent::RoutesWithdrawn { .. })
+                    if !route_events => {}
                 Ok(e) => text_api::event_lines(&e).iter().for_each(print),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     print(&json!({"event": "events_lost", "count": n}))

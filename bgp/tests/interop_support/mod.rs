@@ -313,6 +313,18 @@ impl Speak {
         }
     }
 
+    /// Sends one command line without waiting (for latency measurements).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The child's pid (migroute itself: `ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends one command line and waits for its acknowledgement.
     pub fn cmd(&mut self, line: &str) {
         let seen = self.lines.lock().unwrap().len();

@@ -1,0 +1,402 @@
+//! Full-table ingest: a feeder built on migroute's encoder sends 1,000,000 IPv4
+//! prefixes (about 125,000 attribute sets: AS paths of 2-7 hops from a pool of 5,000
+//! ASNs, some 4-octet, MED on 30%, 0-4 communities, large communities on 10%) to
+//! migroute, BIRD and gobgpd, one after another in the same run. For each: seconds
+//! from the first UPDATE byte until the receiver reports every prefix, and its resident
+//! memory (VmRSS after, VmHWM peak).
+//!
+//! Run as root: `cargo build --release -p migroute && cargo bench -p migroute-bgp
+//! --bench full_table_ingest` (PREFIXES=N to change the table size).
+
+#[path = "../tests/interop_support/mod.rs"]
+mod interop_support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use interop_support::*;
+use migroute_bgp::codec::{
+    decode, encode_into, next_message_len, pack_announcements, AsSegment, Attribute, Capability,
+    Community, Family, LargeCommunity, Message, Nlri, Open, Origin, Prefix, SessionContext, Update,
+};
+
+const FEEDER_AS: u32 = 65100;
+
+/// xorshift64*: deterministic, so every receiver gets the same table.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The whole table as encoded UPDATEs, then End-of-RIB.
+fn table(prefixes: usize, next_hop: Ipv4Addr) -> (Vec<u8>, usize) {
+    let ctx = SessionContext::default();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let pool: Vec<u32> = (0..5000)
+        .map(|i| {
+            if i % 10 == 0 {
+                4_200_000_000 + i
+            } else {
+                1000 + i * 11
+            }
+        })
+        .collect();
+    let mut out = Vec::with_capacity(prefixes * 6);
+    let mut i = 0usize;
+    let mut sets = 0;
+    while i < prefixes {
+        let n = (1 + rng.below(16) as usize).min(prefixes - i);
+        let hops = 1 + rng.below(6) as usize;
+        let mut path = vec![FEEDER_AS];
+        path.extend((0..hops).map(|_| pool[rng.below(pool.len() as u64) as usize]));
+        let mut attrs = vec![
+            Attribute::Origin(if rng.below(10) == 0 {
+                Origin::Incomplete
+            } else {
+                Origin::Igp
+            }),
+            Attribute::AsPath(vec![AsSegment::Sequence(path)]),
+            Attribute::NextHop(next_hop),
+        ];
+        if rng.below(10) < 3 {
+            attrs.push(Attribute::MultiExitDisc(rng.below(1000) as u32));
+        }
+        let nc = rng.below(5);
+        if nc > 0 {
+            let mut c: Vec<Community> = (0..nc)
+                .map(|_| Community((FEEDER_AS << 16) | rng.below(200) as u32))
+                .collect();
+            c.sort();
+            c.dedup();
+            attrs.push(Attribute::Communities(c));
+        }
+        if rng.below(10) == 0 {
+            attrs.push(Attribute::LargeCommunities(vec![LargeCommunity {
+                global: FEEDER_AS,
+                local1: rng.below(100) as u32,
+                local2: rng.below(100) as u32,
+            }]));
+        }
+        let nlri: Vec<Nlri> = (i..i + n)
+            .map(|k| {
+                // /24s from 11.0.0.0 upward.
+                let a = Ipv4Addr::from(0x0b00_0000u32 + ((k as u32) << 8));
+                Nlri::new(Prefix::new(a.into(), 24).unwrap())
+            })
+            .collect();
+        for u in pack_announcements(&attrs, Family::Ipv4Unicast, &nlri, &ctx).unwrap() {
+            encode_into(&Message::Update(u), &ctx, &mut out).unwrap();
+        }
+        i += n;
+        sets += 1;
+    }
+    encode_into(&Message::Update(Update::default()), &ctx, &mut out).unwrap();
+    (out, sets)
+}
+
+fn open(id: Ipv4Addr) -> Message {
+    Message::Open(Open {
+        my_as: FEEDER_AS as u16,
+        hold_time: 240,
+        bgp_id: id,
+        capabilities: vec![
+            Capability::Multiprotocol {
+                afi: migroute_bgp::codec::Afi::Ipv4,
+                safi: migroute_bgp::codec::Safi::Unicast,
+            },
+            Capability::RouteRefresh,
+            Capability::FourOctetAs(FEEDER_AS),
+        ],
+    })
+}
+
+/// Reads until one whole message is buffered and returns it.
+fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Message {
+    let ctx = SessionContext::default();
+    loop {
+        if let Ok(Some(n)) = next_message_len(buf, &ctx) {
+            let m = decode(&buf[..n], &ctx).expect("decodable").message;
+            buf.drain(..n);
+            return m;
+        }
+        let mut tmp = [0u8; 4096];
+        let r = s.read(&mut tmp).expect("read");
+        assert!(r > 0, "receiver closed the session");
+        buf.extend_from_slice(&tmp[..r]);
+    }
+}
+
+/// Connects, brings the session up, then streams `bytes` with a KEEPALIVE between
+/// chunks every 20 s. Returns when the last byte is written, and the start instant.
+fn feed(target: SocketAddr, id: Ipv4Addr, bytes: &[u8]) -> (Instant, TcpStream) {
+    let ctx = SessionContext::default();
+    let mut s = wait_until("feeder connects", Duration::from_secs(30), || {
+        TcpStream::connect(target).ok()
+    });
+    s.set_nodelay(true).unwrap();
+    let mut first = Vec::new();
+    encode_into(&open(id), &ctx, &mut first).unwrap();
+    s.write_all(&first).unwrap();
+    let mut buf = Vec::new();
+    assert!(matches!(read_msg(&mut s, &mut buf), Message::Open(_)));
+    let mut ka = Vec::new();
+    encode_into(&Message::Keepalive, &ctx, &mut ka).unwrap();
+    s.write_all(&ka).unwrap();
+    loop {
+        match read_msg(&mut s, &mut buf) {
+            Message::Keepalive => break,
+            Message::Notification(n) => panic!("receiver refused the session: {n:?}"),
+            _ => {}
+        }
+    }
+    // Drain whatever the receiver sends from now on, so it never blocks on us.
+    let mut rd = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 65536];
+        while matches!(rd.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let t0 = Instant::now();
+    let mut last_ka = t0;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        // Cut on message boundaries, about 256 KiB at a time.
+        let mut end = pos;
+        while end < bytes.len() && end - pos < 256 * 1024 {
+            end += usize::from(u16::from_be_bytes([bytes[end + 16], bytes[end + 17]]));
+        }
+        s.write_all(&bytes[pos..end]).unwrap();
+        pos = end;
+        if last_ka.elapsed() > Duration::from_secs(20) {
+            s.write_all(&ka).unwrap();
+            last_ka = Instant::now();
+        }
+    }
+    let mut ks = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        while ks.write_all(&ka).is_ok() {
+            std::thread::sleep(Duration::from_secs(20));
+        }
+    });
+    (t0, s)
+}
+
+fn proc_kb(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pid_file(p: &Path) -> u32 {
+    std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+}
+
+struct Result_ {
+    name: &'static str,
+    secs: f64,
+    rss_mb: f64,
+    hwm_mb: f64,
+}
+
+/// One receiver under test.
+struct Target<'a> {
+    name: &'static str,
+    /// Namespace the feeder runs in (the other end of the veth).
+    feeder_ns: &'a str,
+    addr: SocketAddr,
+    /// The feeder's BGP identifier.
+    id: Ipv4Addr,
+    /// The receiver's process, for its memory.
+    pid: u32,
+}
+
+/// Feeds `bytes` to the target and polls `count` until it reports `n` prefixes.
+fn run(t: Target<'_>, bytes: Vec<u8>, n: usize, mut count: impl FnMut() -> usize) -> Result_ {
+    let Target {
+        name,
+        feeder_ns,
+        addr: target,
+        id,
+        pid,
+    } = t;
+    let feeder = migroute_labs::netns::spawn_in(feeder_ns, move || {
+        let (t0, s) = feed(target, id, &bytes);
+        (t0, s)
+    })
+    .expect("feeder thread");
+    let (t0, _s) = feeder.join().expect("feeder");
+    let done = wait_until(
+        &format!("{name} to receive {n} prefixes"),
+        Duration::from_secs(600),
+        || {
+            let c = count();
+            (c >= n).then(Instant::now)
+        },
+    );
+    let secs = (done - t0).as_secs_f64();
+    let r = Result_ {
+        name,
+        secs,
+        rss_mb: proc_kb(pid, "VmRSS:") as f64 / 1024.0,
+        hwm_mb: proc_kb(pid, "VmHWM:") as f64 / 1024.0,
+    };
+    println!(
+        "{:<10} {:>8.2} s   RSS {:>8.1} MiB   peak {:>8.1} MiB",
+        r.name, r.secs, r.rss_mb, r.hwm_mb
+    );
+    r
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/migroute");
+    if std::env::var_os("MIGROUTE_BIN").is_none() && release.exists() {
+        std::env::set_var("MIGROUTE_BIN", &release);
+    }
+    let Some(bin) = prerequisites(&["bird", "birdc", "gobgpd", "gobgp"]) else {
+        return;
+    };
+    let n: usize = std::env::var("PREFIXES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let s4: Ipv4Addr = S4.parse().unwrap();
+    let d4: Ipv4Addr = D4.parse().unwrap();
+    let t = Instant::now();
+    let (to_daemon, sets) = table(n, s4);
+    let (to_migroute, _) = table(n, d4);
+    println!(
+        "migroute binary: {}\ntable: {n} prefixes, {sets} attribute sets, {:.1} MB of UPDATEs (built in {:.1} s)",
+        bin.display(),
+        to_daemon.len() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let mut results = Vec::new();
+    {
+        // migroute listens in the speaker namespace; the feeder runs in the other one.
+        let net = Net::new("ing-m", bin.clone());
+        let mut sp = net.speak(&[
+            "--local-as",
+            "65001",
+            "--router-id",
+            S4,
+            "--peer",
+            D4,
+            "--peer-as",
+            "65100",
+            "--passive",
+            "--listen",
+            "10.77.0.1:179",
+            "--families",
+            "ipv4",
+            "--no-route-events",
+        ]);
+        let pid = sp.pid();
+        let target: SocketAddr = format!("{S4}:179").parse().unwrap();
+        let mut last = Instant::now();
+        let t = Target {
+            name: "migroute",
+            feeder_ns: &net.daemon_ns,
+            addr: target,
+            id: d4,
+            pid,
+        };
+        results.push(run(t, to_migroute, n, || {
+            if last.elapsed() < Duration::from_millis(250) {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            last = Instant::now();
+            let from = sp.len();
+            sp.send("show peers");
+            let v = sp.wait_from(from, "show peers", Duration::from_secs(30), |v| {
+                v.get("peers").is_some()
+            });
+            v["peers"][0]["prefixes_received"].as_u64().unwrap_or(0) as usize
+        }));
+    }
+    {
+        let net = Net::new("ing-b", bin.clone());
+        net.start_bird(&format!(
+            "router id {D4};\nprotocol device {{ }}\nprotocol bgp feeder {{\n  local {D4} as 65001;\n  neighbor {S4} as 65100;\n  passive on;\n  hold time 240;\n  ipv4 {{ import all; export none; }};\n}}\n"
+        ));
+        let pid = pid_file(&net.dir.join("daemon/bird.pid"));
+        let target: SocketAddr = format!("{D4}:179").parse().unwrap();
+        let t = Target {
+            name: "BIRD",
+            feeder_ns: &net.speaker_ns,
+            addr: target,
+            id: s4,
+            pid,
+        };
+        results.push(run(t, to_daemon.clone(), n, || {
+            std::thread::sleep(Duration::from_millis(250));
+            let out = net.birdc("show protocols all feeder");
+            out.lines()
+                .find(|l| l.contains("Routes:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        }));
+    }
+    {
+        let net = Net::new("ing-g", bin);
+        net.start_gobgp(&format!(
+            "[global.config]\n  as = 65001\n  router-id = \"{D4}\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{S4}\"\n    peer-as = 65100\n  [neighbors.transport.config]\n    passive-mode = true\n  [neighbors.timers.config]\n    hold-time = 240\n"
+        ));
+        let pid = pid_file(&net.dir.join("daemon/gobgpd.pid"));
+        let target: SocketAddr = format!("{D4}:179").parse().unwrap();
+        let t = Target {
+            name: "gobgpd",
+            feeder_ns: &net.speaker_ns,
+            addr: target,
+            id: s4,
+            pid,
+        };
+        results.push(run(t, to_daemon, n, || {
+            std::thread::sleep(Duration::from_millis(250));
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &net.daemon_ns,
+                    "gobgp",
+                    "-u",
+                    "127.0.0.1",
+                    "global",
+                    "rib",
+                    "summary",
+                    "-a",
+                    "ipv4",
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            out.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse::<usize>().ok())
+                .max()
+                .unwrap_or(0)
+        }));
+    }
+    let (m, b) = (&results[0], &results[1]);
+    println!(
+        "migroute / BIRD: time {:.2}x, RSS {:.2}x, peak {:.2}x",
+        m.secs / b.secs,
+        m.rss_mb / b.rss_mb,
+        m.hwm_mb / b.hwm_mb
+    );
+}
