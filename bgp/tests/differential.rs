@@ -67,3 +67,31 @@ proptest! {
         prop_assert_eq!(common::differential::ours(&ours), common::differential::theirs(&theirs), "bytes {}", migroute_bgp::codec::to_hex(&bytes));
     }
 }
+
+/// Fuzzing regression (differential target, crash-e1cb593b): an MP_UNREACH_NLRI for
+/// AFI 2 / SAFI 129 (VPN) is kept raw by us and parsed by bgpkit-parser; the
+/// projection must only compare the unicast families migroute models.
+#[test]
+fn fuzz_regression_vpn_mp_unreach_is_not_compared_as_unicast() {
+    let bytes = migroute_bgp::codec::from_hex(
+        "ffffffffffffffffffffffffffffffff00590200000042400101024002060201fa56ea03c00804fde900c8800f1c\
+         0002811020010db80120010300c00db8200cfa5600b02001000db803c0200cfa56ea03fc0000c40000ff0a",
+    )
+    .unwrap();
+    let ctx = SessionContext::default();
+    let d = decode(&bytes, &ctx).unwrap();
+    assert_eq!(d.treatment, None);
+    let Message::Update(u) = &d.message else {
+        panic!()
+    };
+    assert!(u
+        .attributes
+        .iter()
+        .any(|a| matches!(a, Attribute::Unknown(raw) if raw.type_code == 15)));
+    let theirs =
+        parse_bgp_message(&mut Bytes::from(bytes.clone()), false, &AsnLength::Bits32).unwrap();
+    assert_eq!(
+        common::differential::ours(&d.message),
+        common::differential::theirs(&theirs)
+    );
+}

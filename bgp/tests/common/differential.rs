@@ -3,8 +3,8 @@
 //! compared without sharing types. Only what both model is compared.
 
 use bgpkit_parser::models::{
-    AsPathSegment, AttrType, AttributeValue, BgpMessage, Community as KitCommunity, MetaCommunity,
-    NetworkPrefix, NextHopAddress, ParamValue,
+    Afi as KitAfi, AsPathSegment, AttrType, AttributeValue, BgpMessage, Community as KitCommunity,
+    MetaCommunity, NetworkPrefix, NextHopAddress, ParamValue, Safi,
 };
 use migroute_bgp::codec::{AsSegment, Attribute, Message, MpNextHop, Nlri, Update};
 
@@ -240,13 +240,18 @@ pub fn theirs(m: &BgpMessage) -> Vec<String> {
             if let Some(c) = a.clusters() {
                 out.push(format!("cluster_list={:?}", c.to_vec()));
             }
-            if let Some(n) = a.get_reachable_nlri() {
+            // migroute models IPv4/IPv6 unicast only and keeps other families as raw
+            // bytes, with no meaning to compare.
+            let unicast = |n: &&bgpkit_parser::models::Nlri| {
+                n.safi == Safi::Unicast && matches!(n.afi, KitAfi::Ipv4 | KitAfi::Ipv6)
+            };
+            if let Some(n) = a.get_reachable_nlri().filter(unicast) {
                 if let Some(nh) = &n.next_hop {
                     out.push(format!("mp_next_hop={}", kit_nh_key(nh)));
                 }
                 announced.extend(n.prefixes.iter().map(kit_nlri_key));
             }
-            if let Some(n) = a.get_unreachable_nlri() {
+            if let Some(n) = a.get_unreachable_nlri().filter(unicast) {
                 withdrawn.extend(n.prefixes.iter().map(kit_nlri_key));
             }
             out.push(format!("withdrawn={}", sorted(withdrawn)));
