@@ -7,7 +7,9 @@ use migroute_bgp::codec::{decode, encode, next_message_len, Notification};
 mod ctx;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((ctx, bytes)) = ctx::split(data) else { return };
+    let Some((ctx, bytes)) = ctx::split(data) else {
+        return;
+    };
     // Framing, as a driver would run it over a stream.
     let mut rest = bytes;
     while let Ok(Some(len)) = next_message_len(rest, &ctx) {

@@ -14,7 +14,9 @@ mod differential;
 
 /// bgpkit-parser guesses add-path on a 0 byte where a prefix starts; skip those.
 fn kit_guesses_add_path(msg: &Message) -> bool {
-    let Message::Update(u) = msg else { return false };
+    let Message::Update(u) = msg else {
+        return false;
+    };
     let has_default = |v: &[Nlri]| v.iter().any(|n| n.prefix.prefix_len() == 0);
     has_default(&u.withdrawn)
         || has_default(&u.nlri)
@@ -26,19 +28,37 @@ fn kit_guesses_add_path(msg: &Message) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((mut ctx, bytes)) = ctx::split(data) else { return };
+    let Some((mut ctx, bytes)) = ctx::split(data) else {
+        return;
+    };
     // bgpkit has one add-path switch for every family.
     ctx.add_path_rx.ipv6_unicast = ctx.add_path_rx.ipv4_unicast;
     ctx.add_path_tx = ctx.add_path_rx;
     ctx.extended_message = false;
     let Ok(d) = decode(bytes, &ctx) else { return };
-    if d.treatment.is_some() || (!ctx.add_path_rx.ipv4_unicast && kit_guesses_add_path(&d.message)) {
+    if d.treatment.is_some() || (!ctx.add_path_rx.ipv4_unicast && kit_guesses_add_path(&d.message))
+    {
         return;
     }
-    let Ok(encoded) = encode(&d.message, &ctx) else { return };
-    let asn_len = if ctx.as4 { AsnLength::Bits32 } else { AsnLength::Bits16 };
-    let theirs = parse_bgp_message(&mut bytes::Bytes::from(encoded.clone()), ctx.add_path_rx.ipv4_unicast, &asn_len)
-        .unwrap_or_else(|e| panic!("bgpkit rejects {}: {e}", migroute_bgp::codec::to_hex(&encoded)));
+    let Ok(encoded) = encode(&d.message, &ctx) else {
+        return;
+    };
+    let asn_len = if ctx.as4 {
+        AsnLength::Bits32
+    } else {
+        AsnLength::Bits16
+    };
+    let theirs = parse_bgp_message(
+        &mut bytes::Bytes::from(encoded.clone()),
+        ctx.add_path_rx.ipv4_unicast,
+        &asn_len,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "bgpkit rejects {}: {e}",
+            migroute_bgp::codec::to_hex(&encoded)
+        )
+    });
     assert_eq!(
         differential::ours(&d.message),
         differential::theirs(&theirs),
