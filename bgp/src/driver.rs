@@ -515,7 +515,7 @@ impl PeerTask {
         });
         if self.adj_in.stale_count() > 0 {
             for f in [Family::Ipv4Unicast, Family::Ipv6Unicast] {
-                if !neg.peer_preserves(f) || !neg.families.contains(&f) {
+                if !neg.peer_kept_forwarding(f) || !neg.families.contains(&f) {
                     let gone = self.adj_in.sweep_stale(Some(f));
                     self.emit_withdrawn(gone, true);
                 }

@@ -92,6 +92,18 @@ pub fn set_md5(fd: RawFd, peer: IpAddr, password: &[u8], v6_socket: bool) -> io:
     setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_MD5SIG, &sig)
 }
 
+/// Sends with TTL (hop limit) 255 without filtering what arrives: for a listening
+/// socket shared by GTSM and ordinary peers, so that the SYN-ACK to a GTSM peer
+/// already carries TTL 255 (accepted sockets inherit it).
+pub fn set_outgoing_ttl(fd: RawFd, v6_socket: bool) -> io::Result<()> {
+    let ttl: libc::c_int = 255;
+    if v6_socket {
+        setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, &ttl)
+    } else {
+        setsockopt(fd, libc::IPPROTO_IP, libc::IP_TTL, &ttl)
+    }
+}
+
 /// GTSM: send with TTL (hop limit) 255 and drop segments that arrive with less than
 /// 254, so that only a directly connected peer can reach the session.
 pub fn set_ttl_security(fd: RawFd, v6_socket: bool) -> io::Result<()> {

@@ -118,13 +118,24 @@ impl Negotiated {
         (self.hold_time > 0).then(|| Duration::from_secs(u64::from(self.hold_time)))
     }
 
-    /// Whether the peer keeps forwarding for `family` while it restarts, so that we
-    /// should keep its routes stale instead of dropping them.
+    /// Whether the peer's graceful restart capability lists `family`: if the session
+    /// drops, its routes of that family are kept stale instead of dropped.
     pub fn peer_preserves(&self, family: Family) -> bool {
         self.peer_graceful_restart.as_ref().is_some_and(|gr| {
             gr.families
                 .iter()
                 .any(|f| Family::from_afi_safi(f.afi, f.safi) == Some(family))
+        })
+    }
+
+    /// Whether the peer, coming back from a restart, says it kept forwarding for
+    /// `family` (F bit, RFC 4724 section 4.2): if not, the stale routes of that family
+    /// must go at once rather than wait for End-of-RIB.
+    pub fn peer_kept_forwarding(&self, family: Family) -> bool {
+        self.peer_graceful_restart.as_ref().is_some_and(|gr| {
+            gr.families
+                .iter()
+                .any(|f| Family::from_afi_safi(f.afi, f.safi) == Some(family) && f.forwarding)
         })
     }
 }
@@ -253,6 +264,18 @@ mod tests {
         assert!(n.ctx.as4);
         assert!(n.peer_preserves(Family::Ipv4Unicast));
         assert!(!n.peer_preserves(Family::Ipv6Unicast));
+        assert!(n.peer_kept_forwarding(Family::Ipv4Unicast));
+        // Without the F bit the family is listed but its routes must not wait.
+        if let Some(Capability::GracefulRestart(g)) = r
+            .capabilities
+            .iter_mut()
+            .find(|c| matches!(c, Capability::GracefulRestart(_)))
+        {
+            g.families[0].forwarding = false;
+        }
+        let n = negotiate(&l, &r, 65002).unwrap();
+        assert!(n.peer_preserves(Family::Ipv4Unicast));
+        assert!(!n.peer_kept_forwarding(Family::Ipv4Unicast));
     }
 
     #[test]

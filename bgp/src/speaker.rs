@@ -106,6 +106,18 @@ fn bind_listener(
             })?;
         }
     }
+    // GTSM: the SYN-ACK must leave with TTL 255; when every peer uses GTSM the
+    // listener also drops low-TTL segments before a connection exists.
+    let gtsm = |p: &crate::config::PeerConfig| p.ttl_security;
+    if config.peers.iter().any(gtsm) {
+        let all = config.peers.iter().all(gtsm);
+        let r = if all {
+            md5::set_ttl_security(sock.as_raw_fd(), v6)
+        } else {
+            md5::set_outgoing_ttl(sock.as_raw_fd(), v6)
+        };
+        r.map_err(err)?;
+    }
     sock.bind(addr).map_err(err)?;
     sock.listen(128).map_err(err)
 }

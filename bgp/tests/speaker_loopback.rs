@@ -371,7 +371,7 @@ async fn max_prefix_cease() {
 }
 
 #[tokio::test]
-async fn md5_protected_session() {
+async fn md5_and_gtsm_protected_session() {
     let (pa, pb) = ports();
     let p = pair(
         config(A, pa, B, pb, 65001, 65002),
@@ -379,6 +379,9 @@ async fn md5_protected_session() {
         |a, b| {
             a.peers[0].md5_password = Some("s3cret".into());
             b.peers[0].md5_password = Some("s3cret".into());
+            // GTSM too: on loopback the TTL is 255, so the session must come up.
+            a.peers[0].ttl_security = true;
+            b.peers[0].ttl_security = true;
         },
     )
     .await;
