@@ -6,6 +6,9 @@
 //!
 //!   cargo bench -p migroute --bench agent_switchover [-- CYCLES [JOURNAL_DIR]]
 //!
+//! `MIGROUTE_BIN=/path/to/migroute` runs another build of the agent (to compare two
+//! builds with the same client on the same machine minutes apart).
+//!
 //! Needs root (netns, VXLAN); prints SKIPPED otherwise.
 
 use std::process::{Command, Stdio};
@@ -85,7 +88,9 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_migroute"))
+    let bin =
+        std::env::var_os("MIGROUTE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_migroute").into());
+    let mut agent = Command::new(bin)
         .args(["agent", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")

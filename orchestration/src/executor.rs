@@ -4,18 +4,25 @@
 //! journal and the effects) so its contract is tested once. An async runtime either
 //! calls it from a blocking task or mirrors it step for step:
 //!
-//! 1. append the command to the journal (fsynced); if that fails, stop: an action
-//!    that is not journaled must not be taken;
-//! 2. `Persist` commands are done once journaled; others go to the [`Effector`];
-//! 3. if the effector fails, drop the rest of that migration's batch (it was neither
-//!    journaled nor done), report [`Event::ActionFailed`] and carry out what the
-//!    machine answers (an abort, or the rest of an undo).
+//! 1. append the whole batch to the journal in one durable write (one fsync, not one
+//!    per command: the switchover's latency budget is about a millisecond); if that
+//!    fails, stop: an action that is not journaled must not be taken;
+//! 2. in order, `Persist` commands are done once journaled; others go to the
+//!    [`Effector`];
+//! 3. if the effector fails, drop the rest of that migration's batch (journaled but not
+//!    done), report [`Event::ActionFailed`], and in one durable write remove the
+//!    dropped tail from the journal and append the machine's answer (an abort, or the
+//!    rest of an undo) via [`CommandLog::rewind`]; then carry the answer out.
+//!
+//! A crash after step 1 leaves commands journaled but not done: the journal states
+//! intent, and start-up recovery makes the kernel and the speaker match it, exactly as
+//! for a crash between journaling one command and doing it.
 //!
 //! Feed each `Vec<Command>` the registry returns to [`execute`] before asking the
 //! registry for more: a failure can only be reported for the latest batch.
 
 use crate::journal::{Journal, JournalError};
-use crate::pe::{Action, Command, Event, Registry, RegistryError};
+use crate::pe::{Action, Command, Event, MigrationId, Registry, RegistryError};
 use crate::Time;
 use std::collections::VecDeque;
 use std::fmt::Display;
@@ -28,6 +35,23 @@ pub trait CommandLog {
 
     /// Appends `cmd` durably; returns only once it would survive a crash.
     fn append(&mut self, cmd: &Command) -> Result<(), Self::Error>;
+
+    /// Appends every command of `cmds` durably; returns only once all would survive a
+    /// crash. The default appends one by one (a crash may keep a prefix, which replays
+    /// like any crash between two commands); a journal should override it with a
+    /// single write.
+    fn append_batch(&mut self, cmds: &[Command]) -> Result<(), Self::Error> {
+        cmds.iter().try_for_each(|c| self.append(c))
+    }
+
+    /// Forgets `migration`'s commands after `failed_seq` (journaled, never done) and
+    /// appends `answer` durably.
+    fn rewind(
+        &mut self,
+        migration: &MigrationId,
+        failed_seq: u64,
+        answer: &[Command],
+    ) -> Result<(), Self::Error>;
 }
 
 impl CommandLog for Journal {
@@ -35,6 +59,19 @@ impl CommandLog for Journal {
 
     fn append(&mut self, cmd: &Command) -> Result<(), JournalError> {
         Journal::append(self, cmd)
+    }
+
+    fn append_batch(&mut self, cmds: &[Command]) -> Result<(), JournalError> {
+        Journal::append_batch(self, cmds)
+    }
+
+    fn rewind(
+        &mut self,
+        migration: &MigrationId,
+        failed_seq: u64,
+        answer: &[Command],
+    ) -> Result<(), JournalError> {
+        Journal::rewind(self, migration, failed_seq, answer)
     }
 }
 
@@ -77,10 +114,10 @@ pub fn execute<L: CommandLog, X: Effector>(
     commands: Vec<Command>,
     now: Time,
 ) -> Result<Outcome, ExecError<L::Error>> {
+    log.append_batch(&commands).map_err(ExecError::Journal)?;
     let mut queue: VecDeque<Command> = commands.into();
     let mut outcome = Outcome::default();
     while let Some(cmd) = queue.pop_front() {
-        log.append(&cmd).map_err(ExecError::Journal)?;
         outcome.journaled.push(cmd.clone());
         if matches!(cmd.action, Action::Persist(_)) {
             continue;
@@ -96,6 +133,8 @@ pub fn execute<L: CommandLog, X: Effector>(
                 },
                 now,
             )?;
+            log.rewind(&cmd.migration, cmd.seq, &answer)
+                .map_err(ExecError::Journal)?;
             outcome.failed.push((cmd, error));
             queue.extend(answer);
         }

@@ -22,6 +22,8 @@ pub use error::JournalError;
 pub use store::Journal;
 
 #[cfg(test)]
+mod batch_tests;
+#[cfg(test)]
 mod orchestrator_tests;
 #[cfg(test)]
 mod tests;

@@ -95,38 +95,99 @@ impl Journal {
     /// commit). Appending the identical command again is accepted, so an executor that
     /// retries after an unclear failure does not stop.
     pub fn append(&self, cmd: &Command) -> Result<(), JournalError> {
-        let bytes = serde_json::to_vec(cmd).map_err(|e| JournalError::Corrupt {
-            path: self.path.clone(),
-            migration: cmd.migration.to_string(),
-            seq: cmd.seq,
-            reason: format!("cannot encode: {e}"),
-        })?;
+        self.append_batch(std::slice::from_ref(cmd))
+    }
+
+    /// Appends every command of `cmds` in one write transaction, so one fsync covers
+    /// the whole batch: a switchover's phase record and override cost one disk flush,
+    /// not two. All or nothing: if any command is refused (same key, different
+    /// command: [`JournalError::SeqTaken`]) none is written. Identical commands already
+    /// present are accepted, as with [`Journal::append`]. An empty batch writes nothing.
+    pub fn append_batch(&self, cmds: &[Command]) -> Result<(), JournalError> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        let encoded = self.encode_all(cmds)?;
         let err = self.storage("append");
         let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
             let mut table = tx.open_table(COMMANDS).map_err(|e| err(e.into()))?;
-            let key = (cmd.migration.as_str(), cmd.seq);
-            let same = table
-                .get(key)
-                .map_err(|e| err(e.into()))?
-                .map(|old| old.value() == bytes.as_slice());
-            match same {
-                Some(true) => return Ok(()),
-                Some(false) => {
-                    return Err(JournalError::SeqTaken {
-                        path: self.path.clone(),
-                        migration: cmd.migration.to_string(),
-                        seq: cmd.seq,
-                    })
-                }
-                None => {
-                    table
-                        .insert(key, bytes.as_slice())
-                        .map_err(|e| err(e.into()))?;
-                }
+            for (cmd, bytes) in cmds.iter().zip(&encoded) {
+                self.put(&mut table, cmd, bytes)?;
             }
         }
         tx.commit().map_err(|e| err(e.into()))
+    }
+
+    /// After the action at (`id`, `failed_seq`) failed: drops that migration's records
+    /// after `failed_seq` (journaled with their batch but never carried out, and
+    /// forgotten by the machine when it rewinds) and appends `answer`, the machine's
+    /// reply to the failure, in one transaction. Without the drop the answer's seqs,
+    /// which follow `failed_seq`, would collide with the abandoned tail. Other
+    /// migrations' records are untouched.
+    pub fn rewind(
+        &self,
+        id: &MigrationId,
+        failed_seq: u64,
+        answer: &[Command],
+    ) -> Result<(), JournalError> {
+        let encoded = self.encode_all(answer)?;
+        let err = self.storage("rewind");
+        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut table = tx.open_table(COMMANDS).map_err(|e| err(e.into()))?;
+            if let Some(first) = failed_seq.checked_add(1) {
+                let range = (id.as_str(), first)..=(id.as_str(), u64::MAX);
+                table
+                    .retain_in(range, |_, _| false)
+                    .map_err(|e| err(e.into()))?;
+            }
+            for (cmd, bytes) in answer.iter().zip(&encoded) {
+                self.put(&mut table, cmd, bytes)?;
+            }
+        }
+        tx.commit().map_err(|e| err(e.into()))
+    }
+
+    fn encode_all(&self, cmds: &[Command]) -> Result<Vec<Vec<u8>>, JournalError> {
+        cmds.iter()
+            .map(|cmd| {
+                serde_json::to_vec(cmd).map_err(|e| JournalError::Corrupt {
+                    path: self.path.clone(),
+                    migration: cmd.migration.to_string(),
+                    seq: cmd.seq,
+                    reason: format!("cannot encode: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Inserts one encoded command unless its key holds it already; a different
+    /// command at the key is [`JournalError::SeqTaken`].
+    fn put(
+        &self,
+        table: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+        cmd: &Command,
+        bytes: &[u8],
+    ) -> Result<(), JournalError> {
+        let err = self.storage("append");
+        let key = (cmd.migration.as_str(), cmd.seq);
+        let same = table
+            .get(key)
+            .map_err(|e| err(e.into()))?
+            .map(|old| old.value() == bytes);
+        match same {
+            Some(true) => Ok(()),
+            Some(false) => Err(JournalError::SeqTaken {
+                path: self.path.clone(),
+                migration: cmd.migration.to_string(),
+                seq: cmd.seq,
+            }),
+            None => {
+                table.insert(key, bytes).map_err(|e| err(e.into()))?;
+                Ok(())
+            }
+        }
     }
 
     /// Every journaled command, ordered by migration id then seq.

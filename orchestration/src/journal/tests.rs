@@ -72,6 +72,21 @@ impl CommandLog for Crashing<'_> {
         self.budget -= 1;
         self.journal.append(cmd).map_err(|_| Crash)
     }
+
+    fn rewind(
+        &mut self,
+        id: &MigrationId,
+        failed_seq: u64,
+        answer: &[Command],
+    ) -> Result<(), Crash> {
+        if self.budget == 0 {
+            return Err(Crash);
+        }
+        self.budget -= 1;
+        self.journal
+            .rewind(id, failed_seq, answer)
+            .map_err(|_| Crash)
+    }
 }
 
 #[derive(Debug, Clone)]
