@@ -102,12 +102,15 @@ pub struct PolicyDto {
 pub struct TimersDto {
     /// No tunnel traffic for this long before teardown.
     #[serde(default)]
+    #[schema(maximum = 86_400_000)]
     pub quiet_ms: Option<u64>,
     /// Route held this long before teardown.
     #[serde(default)]
+    #[schema(maximum = 86_400_000)]
     pub min_hold_ms: Option<u64>,
     /// Not converged by then: `stalled`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub converge_timeout_ms: Option<u64>,
 }
 
@@ -321,6 +324,9 @@ pub fn parse_request(bytes: &[u8], rules: &RequestRules) -> Result<MigrationSpec
     if bytes.is_empty() {
         return Err(ApiError::bad_field("body", "empty; expected a JSON object"));
     }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        objects_are_objects(&value, "")?;
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let req: MigrationRequest = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -332,6 +338,30 @@ pub fn parse_request(bytes: &[u8], rules: &RequestRules) -> Result<MigrationSpec
         ApiError::bad_field(field, e.into_inner())
     })?;
     to_spec(req, rules)
+}
+
+/// serde lets a struct be written as a JSON array of its fields (`"timers": [1, 2, 3]`),
+/// which the OpenAPI document does not allow and no client means: only `prefixes` and
+/// `policy.communities` are arrays, and everything else that is not a scalar must be an
+/// object.
+fn objects_are_objects(value: &serde_json::Value, path: &str) -> Result<(), ApiError> {
+    use serde_json::Value;
+    match value {
+        Value::Array(_) if path == "prefixes" || path == "policy.communities" => Ok(()),
+        Value::Array(_) => Err(ApiError::bad_field(
+            if path.is_empty() { "body" } else { path },
+            "expected a JSON object, not an array",
+        )),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            let sub = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            objects_are_objects(v, &sub)
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn to_spec(req: MigrationRequest, rules: &RequestRules) -> Result<MigrationSpec, ApiError> {
@@ -512,7 +542,7 @@ fn answer(applied: Applied) -> Result<(StatusCode, Json<MigrationView>), ApiErro
 #[utoipa::path(
     put,
     path = "/v1/migrations/{id}",
-    params(("id" = String, Path, description = "Migration id, 1-64 of [A-Za-z0-9._-]")),
+    params(("id" = String, Path, description = "Migration id, 1-64 of [A-Za-z0-9._-]", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     request_body = MigrationRequest,
     responses(
         (status = 201, description = "Prepared", body = MigrationView),
@@ -546,7 +576,7 @@ pub async fn put_migration(
 #[utoipa::path(
     get,
     path = "/v1/migrations/{id}",
-    params(("id" = String, Path, description = "Migration id")),
+    params(("id" = String, Path, description = "Migration id, 1-64 of [A-Za-z0-9._-]", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
         (status = 200, body = MigrationView),
         (status = 400, body = ErrorBody),
@@ -594,7 +624,7 @@ async fn event(
 #[utoipa::path(
     post,
     path = "/v1/migrations/{id}/switchover",
-    params(("id" = String, Path, description = "Migration id")),
+    params(("id" = String, Path, description = "Migration id, 1-64 of [A-Za-z0-9._-]", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
         (status = 200, body = MigrationView),
         (status = 400, body = ErrorBody),
@@ -617,7 +647,7 @@ pub async fn switchover(
 #[utoipa::path(
     post,
     path = "/v1/migrations/{id}/announce",
-    params(("id" = String, Path, description = "Migration id")),
+    params(("id" = String, Path, description = "Migration id, 1-64 of [A-Za-z0-9._-]", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
         (status = 200, body = MigrationView),
         (status = 400, body = ErrorBody),
@@ -639,7 +669,7 @@ pub async fn announce(
 #[utoipa::path(
     post,
     path = "/v1/migrations/{id}/complete",
-    params(("id" = String, Path, description = "Migration id")),
+    params(("id" = String, Path, description = "Migration id, 1-64 of [A-Za-z0-9._-]", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
         (status = 200, body = MigrationView),
         (status = 400, body = ErrorBody),
@@ -661,7 +691,7 @@ pub async fn complete(
 #[utoipa::path(
     post,
     path = "/v1/migrations/{id}/abort",
-    params(("id" = String, Path, description = "Migration id")),
+    params(("id" = String, Path, description = "Migration id, 1-64 of [A-Za-z0-9._-]", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
         (status = 200, body = MigrationView),
         (status = 400, body = ErrorBody),

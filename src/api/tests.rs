@@ -421,6 +421,11 @@ async fn malformed_bodies_are_400_naming_the_field() {
             "timers.quiet_ms",
         ),
         (with(&["surprise"], json!(1)), "surprise"),
+        // serde would take a struct as an array of its fields; the document says object.
+        (with(&["timers"], json!([null, null])), "timers"),
+        (with(&["peer"], json!(["10.0.23.3", "http://x"])), "peer"),
+        (with(&["tunnel"], json!(["vxlan", 7])), "tunnel"),
+        (with(&["policy"], json!([])), "policy"),
     ];
     for (b, field) in cases {
         let (s, v) = h.put("m1", &b).await;
