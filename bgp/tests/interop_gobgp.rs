@@ -25,9 +25,13 @@ fn gobgp_conf() -> String {
     connect-retry = 1
     hold-time = 9
     keepalive-interval = 3
+  [neighbors.graceful-restart.config]
+    enabled = true
   [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "ipv4-unicast"
+    [neighbors.afi-safis.mp-graceful-restart.config]
+      enabled = true
 
 [[neighbors]]
   [neighbors.config]
@@ -48,6 +52,7 @@ fn gobgp_conf() -> String {
 const SPEAKER: &str = r#"local_as = 65001
 router_id = "10.77.0.1"
 hold_time = 9
+state_dir = "STATE"
 
 [[peer]]
 address = "10.77.0.2"
@@ -69,6 +74,17 @@ fn gobgp_attrs(net: &Net, afi: &str, prefix: &str) -> Option<Vec<Value>> {
     paths.first()?["attrs"].as_array().cloned()
 }
 
+/// Whether gobgpd's session to us is Established (`session_state` is 6, or the
+/// name, depending on the gobgp version).
+fn established(net: &Net) -> bool {
+    let n = net.gobgp_json(&["neighbor", S4]);
+    let st = &n["state"]["session_state"];
+    st == 6
+        || st
+            .as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("established"))
+}
+
 fn attr(attrs: &[Value], ty: u64) -> Option<&Value> {
     attrs.iter().find(|a| a["type"] == ty)
 }
@@ -80,7 +96,11 @@ fn gobgp_ebgp_ipv4_ibgp_ipv6_attributes_and_withdraw() {
     };
     let net = Net::new("gobgp", bin);
     net.start_gobgp(&gobgp_conf());
-    let cfg = net.write("speaker.toml", SPEAKER);
+    let state = net.dir.join("speaker/state");
+    let cfg = net.write(
+        "speaker.toml",
+        &SPEAKER.replace("STATE", state.to_str().unwrap()),
+    );
     let mut sp = net.speak(&["--config", cfg.to_str().unwrap()]);
     sp.wait("eBGP IPv4 session", T, |v| session_up(v) && v["peer"] == D4);
     sp.wait("iBGP IPv6 session", T, |v| session_up(v) && v["peer"] == D6);
@@ -160,4 +180,39 @@ fn gobgp_ebgp_ipv4_ibgp_ipv6_attributes_and_withdraw() {
             && gobgp_attrs(&net, "ipv6", "2001:db8:7::/48").is_none())
         .then_some(())
     });
+
+    // Graceful restart: kill -9, gobgpd keeps the route (stale) while we are away; the
+    // restarted speaker re-advertises it from its state directory.
+    sp.cmd("announce 203.0.113.50/32 med 9");
+    wait_until("route before the crash", T, || {
+        gobgp_attrs(&net, "ipv4", "203.0.113.50/32")
+    });
+    assert!(established(&net), "{}", net.gobgp_json(&["neighbor", S4]));
+    sp.kill9();
+    let t0 = std::time::Instant::now();
+    let mut down_seen = false;
+    let mut sp2: Option<Speak> = None;
+    let mut up = false;
+    while t0.elapsed() < Duration::from_secs(7) {
+        let a = gobgp_attrs(&net, "ipv4", "203.0.113.50/32");
+        assert!(
+            a.is_some(),
+            "route withdrawn during the restart after {:?}",
+            t0.elapsed()
+        );
+        match &sp2 {
+            None => {
+                down_seen = down_seen || !established(&net);
+                if t0.elapsed() > Duration::from_secs(1) {
+                    sp2 = Some(net.speak(&["--config", cfg.to_str().unwrap()]));
+                }
+            }
+            Some(s2) => up = up || s2.lines().iter().any(|v| session_up(v) && v["peer"] == D4),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(down_seen, "gobgpd never saw the session drop");
+    assert!(up, "session back within 6 s");
+    let a = gobgp_attrs(&net, "ipv4", "203.0.113.50/32").unwrap();
+    assert_eq!(attr(&a, 4).map(|x| &x["metric"]), Some(&Value::from(9)));
 }
