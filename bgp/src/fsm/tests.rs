@@ -578,3 +578,88 @@ fn route_refresh_is_passed_up_when_negotiated() {
     );
     assert_eq!(a, vec![Action::RouteRefresh(rr)]);
 }
+
+#[test]
+fn transport_loss_in_open_sent_goes_active_and_retries() {
+    let mut s = Script::new(false);
+    s.step(0.0, Event::Start);
+    s.step(
+        0.1,
+        Event::TcpConnected {
+            conn: 1,
+            direction: Direction::Outbound,
+        },
+    );
+    let a = s.step(0.2, Event::TcpClosed { conn: 1 });
+    assert_eq!(a, vec![Action::Close { conn: 1 }]);
+    assert_eq!(s.fsm.state(), State::Active);
+    assert_eq!(s.fsm.poll_timeout(), Some(s.at(5.2)));
+    assert_eq!(s.step(5.2, Event::Timeout), vec![Action::Connect]);
+}
+
+#[test]
+fn hold_timer_in_open_confirm_ends_the_attempt() {
+    let mut s = Script::new(false);
+    s.step(0.0, Event::Start);
+    s.step(
+        0.1,
+        Event::TcpConnected {
+            conn: 1,
+            direction: Direction::Outbound,
+        },
+    );
+    s.step(
+        0.2,
+        Event::Message {
+            conn: 1,
+            message: msg(Message::Open(peer_open([10, 0, 0, 9], 9))),
+        },
+    );
+    // Hold 9 s, keepalive 3 s: keepalives go out while we wait for the peer's.
+    assert_eq!(sends(&s.step(3.2, Event::Timeout)), vec![(1, 4)]);
+    assert_eq!(sends(&s.step(6.2, Event::Timeout)), vec![(1, 4)]);
+    let a = s.step(9.2, Event::Timeout);
+    assert_eq!(sends(&a), vec![(1, 3)]);
+    // No SessionDown: the session never came up.
+    assert!(!a.iter().any(|x| matches!(x, Action::SessionDown { .. })));
+    assert_eq!(s.fsm.state(), State::Idle);
+}
+
+#[test]
+fn decode_error_sends_the_derived_notification() {
+    let mut s = Script::new(false);
+    s.establish(90);
+    let n = Notification::new(3, 1, vec![]);
+    let a = s.step(
+        1.0,
+        Event::MessageError {
+            conn: 1,
+            notification: n.clone(),
+        },
+    );
+    assert_eq!(
+        a,
+        vec![
+            Action::Send {
+                conn: 1,
+                message: Message::Notification(n.clone())
+            },
+            Action::Close { conn: 1 },
+            Action::SessionDown {
+                reason: DownReason::sent(&n)
+            }
+        ]
+    );
+}
+
+#[test]
+fn keeps_routes_only_for_transport_loss_without_n_bit() {
+    assert!(DownReason::PeerRestarted.keeps_routes(false));
+    assert!(!DownReason::HoldTimerExpired.keeps_routes(false));
+    assert!(DownReason::HoldTimerExpired.keeps_routes(true));
+    let cease = |subcode| DownReason::NotificationReceived { code: 6, subcode };
+    assert!(!cease(2).keeps_routes(false));
+    assert!(cease(2).keeps_routes(true));
+    // Hard Reset (RFC 8538) always drops.
+    assert!(!cease(9).keeps_routes(true));
+}
