@@ -11,6 +11,8 @@ use clap::{Subcommand, ValueEnum};
 use migroute_labs::scenario::{svg, RunRecord, Scenario, ScenarioKind, ScenarioOptions, Site};
 use migroute_labs::{Lab, MoveOptions};
 
+use crate::orchestrator::lab_mover::MigrouteMover;
+
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Create the namespaces, veths and daemons of a topology, then wait for BGP.
@@ -127,6 +129,15 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             opts.ipv6 = ipv6;
             opts.pause = Duration::from_millis(pause_ms);
             opts.keep_up = keep_up;
+            if matches!(kind, ScenarioKind::PlannedMigration) {
+                if ipv6 {
+                    // The agents' sessions to pe-in carry IPv4 only.
+                    anyhow::bail!("--ipv6: the planned-migration scenario probes IPv4 only; use --scenario naive --ipv6");
+                }
+                // A migroute move (prepare, pre-copy, pause, announce, convergence hold,
+                // teardown) lasts ~2 s: the probe must outlast it in every run.
+                opts.probe_duration = Duration::from_secs(6);
+            }
             run_scenario(load(&file)?, opts, &report, svg.as_deref())
         }
         LabCommand::Up {
@@ -262,7 +273,9 @@ fn run_scenario(
     report_path: &std::path::Path,
     svg_path: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let scenario = Scenario::new(lab.clone(), Site::wan_migration(), opts);
+    let scenario = Scenario::new(lab.clone(), Site::wan_migration(), opts).with_migroute(Box::new(
+        |site, _| Box::new(MigrouteMover::new(site.clone())),
+    ));
     // Refuses an unavailable mode before anything is brought up.
     let mut movers = scenario.movers()?;
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -413,7 +413,9 @@ mod tests {
         for pe in ["pe-a", "pe-b"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("labs/agent/{pe}.toml"));
             let c = AgentConfig::load(&path).unwrap();
-            assert_eq!(c.netns.as_deref(), Some(pe));
+            // `migroute lab up` names namespaces `<lab>-<node>`.
+            let ns = format!("wan-migration-{pe}");
+            assert_eq!(c.netns.as_deref(), Some(ns.as_str()));
             assert!(c.default_policy().is_ok());
         }
     }

@@ -5,12 +5,14 @@
 //! - [`runtime`]: the owner task that journals and carries out the machine's commands.
 //! - [`agent_client`]: the PE agents' REST API as a [`PeAgent`] driver.
 //! - [`lab_hypervisor`]: the netns lab's "VM" as a hook-style [`Hypervisor`].
+//! - [`lab_mover`]: the lab scenario's migroute mode (agents + `migrate` per move).
 //!
 //! [`PeAgent`]: migroute_orchestration::drivers::PeAgent
 //! [`Hypervisor`]: migroute_orchestration::drivers::Hypervisor
 
 pub mod agent_client;
 pub mod lab_hypervisor;
+pub mod lab_mover;
 pub mod plan_file;
 pub mod runtime;
 pub mod service;

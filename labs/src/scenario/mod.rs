@@ -31,7 +31,7 @@ use crate::lab::Lab;
 
 pub use naive::NaiveMover;
 pub use report::{Report, RunRecord, Stat, Summary};
-pub use runner::{Scenario, ScenarioOptions};
+pub use runner::{MoverFactory, Scenario, ScenarioOptions};
 
 /// How the network follows the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -229,6 +229,13 @@ pub trait Mover {
         direction: Direction,
         pause: Duration,
     ) -> Result<MoveRecord, ScenarioError>;
+
+    /// Called once after the mode's last move, before the next mode prepares: a mode
+    /// that keeps routes announced while it runs (migroute's agents) must take them
+    /// back here, or the next mode would start from a network it did not set up.
+    fn finish(&mut self, _lab: &Lab) -> Result<(), ScenarioError> {
+        Ok(())
+    }
 }
 
 /// What can go wrong in a scenario; each variant says where.

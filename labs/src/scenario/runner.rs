@@ -61,16 +61,32 @@ impl ScenarioOptions {
     }
 }
 
+/// Builds the mover of a mode this crate cannot build itself: migroute's lives in the
+/// `migroute` crate (agents, orchestrator), which depends on this one, not the reverse.
+pub type MoverFactory = Box<dyn Fn(&Site, &ScenarioOptions) -> Box<dyn Mover + Send> + Send + Sync>;
+
 /// A scenario on a lab.
 pub struct Scenario {
     pub lab: Lab,
     pub site: Site,
     pub opts: ScenarioOptions,
+    migroute: Option<MoverFactory>,
 }
 
 impl Scenario {
     pub fn new(lab: Lab, site: Site, opts: ScenarioOptions) -> Self {
-        Scenario { lab, site, opts }
+        Scenario {
+            lab,
+            site,
+            opts,
+            migroute: None,
+        }
+    }
+
+    /// Supplies the migroute mode's mover; without it that mode is unavailable.
+    pub fn with_migroute(mut self, factory: MoverFactory) -> Self {
+        self.migroute = Some(factory);
+        self
     }
 
     /// The movers of the scenario's modes, in order; fails for a mode that cannot run
@@ -83,6 +99,10 @@ impl Scenario {
             .map(|m| -> Result<Box<dyn Mover + Send>, ScenarioError> {
                 match m {
                     Mode::Naive => Ok(Box::new(NaiveMover::new(self.site.clone(), self.opts.ipv6))),
+                    Mode::Migroute if self.migroute.is_some() => {
+                        let factory = self.migroute.as_ref().expect("checked");
+                        Ok(factory(&self.site, &self.opts))
+                    }
                     Mode::Migroute => Err(ScenarioError::ModeUnavailable {
                         mode: Mode::Migroute,
                         why: "the migroute mode needs the agent (on pe-a and pe-b) and the \
@@ -190,7 +210,7 @@ impl Scenario {
             direction = direction.reverse();
             std::thread::sleep(self.opts.settle);
         }
-        Ok(())
+        mover.finish(lab)
     }
 
     fn one_run(
@@ -281,5 +301,44 @@ mod tests {
         let movers = scenario(ScenarioKind::Naive).movers().unwrap();
         assert_eq!(movers.len(), 1);
         assert_eq!(movers[0].mode(), Mode::Naive);
+    }
+
+    /// Stands in for migroute's mover (which lives in the `migroute` crate).
+    struct Stub;
+
+    impl Mover for Stub {
+        fn mode(&self) -> Mode {
+            Mode::Migroute
+        }
+        fn prepare(&mut self, _: &Lab) -> Result<(), ScenarioError> {
+            Ok(())
+        }
+        fn run_move(
+            &mut self,
+            _: &Lab,
+            _: Direction,
+            _: Duration,
+        ) -> Result<super::super::MoveRecord, ScenarioError> {
+            Err(ScenarioError::Precondition("stub".into()))
+        }
+    }
+
+    #[test]
+    fn a_supplied_migroute_mover_runs_before_naive_and_sees_the_options() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let s2 = seen.clone();
+        let s =
+            scenario(ScenarioKind::PlannedMigration).with_migroute(Box::new(move |site, opts| {
+                *s2.lock().unwrap() = Some((site.ingress.clone(), opts.runs));
+                Box::new(Stub)
+            }));
+        let modes: Vec<Mode> = s.movers().unwrap().iter().map(|m| m.mode()).collect();
+        assert_eq!(modes, [Mode::Migroute, Mode::Naive]);
+        assert_eq!(*seen.lock().unwrap(), Some(("pe-in".to_string(), 2)));
+        // The naive scenario never builds it.
+        let n = scenario(ScenarioKind::Naive).with_migroute(Box::new(
+            |_, _| -> Box<dyn Mover + Send> { panic!("built for the naive scenario") },
+        ));
+        assert_eq!(n.movers().unwrap().len(), 1);
     }
 }

@@ -1,0 +1,719 @@
+//! [`MigrouteMover`]: the migroute mode of the lab's planned-migration scenario — the
+//! product itself, driven as an operator would: a `migroute agent` on pe-a and on pe-b,
+//! and one `migroute migrate --plan …` per move.
+//!
+//! Where things run, and why:
+//! - each agent runs *inside* its PE's namespace (`ip netns exec`): its BGP sockets
+//!   open in the process's namespace, and its session to the reflector pe-in must leave
+//!   from the PE. It peers from the PE's link address towards pe-in (pe-a 10.0.12.2,
+//!   pe-b 10.0.13.3), because the PE's own FRR already holds the loopback session; the
+//!   next hop it announces is the PE's loopback, which OSPF carries to pe-in;
+//! - each agent's API listens on its PE's loopback, so `migrate`, run inside pe-b's
+//!   namespace, reaches both over the lab's core;
+//! - pe-in learns the two agents as route-reflector clients at prepare time (vtysh),
+//!   and forgets them in [`Mover::finish`], after the agents stopped: the naive mode
+//!   then starts from FRR's routes alone.
+//!
+//! After every move the mover checks what the scenario promises: the migration
+//! completed, nothing of migroute's (`mr-*` links, proto-245 routes) is left in either
+//! PE, and pe-in forwards the VM's address towards the PE of the site the VM is at.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use migroute_labs::scenario::fib_watch::{Change, FibWatch, Prefix};
+use migroute_labs::scenario::{
+    Direction, Mode, MoveRecord, Mover, Phase, ScenarioError, Site, Window,
+};
+use migroute_labs::Lab;
+use serde_json::Value;
+
+/// The community migroute's plans tag host routes with (besides NO_EXPORT).
+const COMMUNITY: &str = "65000:100";
+/// pe-in's community list and outbound route map towards pe-a's and pe-b's FRR.
+const MIGROUTE_LIST: &str = "MIGROUTE-HOST-ROUTES";
+const TO_FRR_PES: &str = "MIGROUTE-NOT-TO-PES";
+/// The API port of both agents (each on its own PE's loopback, so no clash).
+const API_PORT: u16 = 8179;
+/// One `migrate` may take: prepare + pre-copy + pause + announce + convergence hold +
+/// teardown, with margin for a loaded machine.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the kernel may take to show what a finished migration promised.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One PE of the scenario as migroute sees it.
+#[derive(Debug, Clone)]
+struct Pe {
+    /// Lab node (`pe-a`).
+    node: String,
+    /// Loopback: BGP next hop and API address.
+    loopback: &'static str,
+    /// Address towards pe-in: the agent's BGP source (and router id).
+    uplink: &'static str,
+    /// pe-in's address on that link: the agent's BGP peer.
+    ingress_side: &'static str,
+    /// Tunnel endpoint on the pe-a/pe-b link.
+    tunnel: &'static str,
+}
+
+impl Pe {
+    fn url(&self) -> String {
+        format!("http://{}:{API_PORT}", self.loopback)
+    }
+}
+
+/// A running agent, stopped (SIGTERM, then SIGKILL) when dropped.
+struct AgentProcess {
+    name: String,
+    log: PathBuf,
+    child: Child,
+}
+
+impl AgentProcess {
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The migroute [`Mover`].
+pub struct MigrouteMover {
+    site: Site,
+    /// The `migroute` binary (this process's, so agent and orchestrator match it).
+    exe: PathBuf,
+    pe_a: Pe,
+    pe_b: Pe,
+    /// Scratch directory (configs, token, journals, plans, logs): inside the lab's
+    /// state directory, so `lab down` removes it.
+    dir: PathBuf,
+    agents: Vec<AgentProcess>,
+    /// Moves so far: the plan id and VNI of each run are fresh.
+    moves: u32,
+    precopy_ms: u64,
+}
+
+impl MigrouteMover {
+    /// The mover for `wan-migration`'s addresses.
+    pub fn new(site: Site) -> Self {
+        MigrouteMover {
+            pe_a: Pe {
+                node: site.pe_a.clone(),
+                loopback: "10.255.0.2",
+                uplink: "10.0.12.2",
+                ingress_side: "10.0.12.1",
+                tunnel: "10.0.23.2",
+            },
+            pe_b: Pe {
+                node: site.pe_b.clone(),
+                loopback: "10.255.0.3",
+                uplink: "10.0.13.3",
+                ingress_side: "10.0.13.1",
+                tunnel: "10.0.23.3",
+            },
+            site,
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("migroute")),
+            dir: PathBuf::new(),
+            agents: Vec::new(),
+            moves: 0,
+            // Short: the scenario measures the switchover, not a simulated pre-copy.
+            precopy_ms: 100,
+        }
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.dir.join("token")
+    }
+
+    /// The agent config for `pe`: in its own namespace, a private journal, BGP to
+    /// pe-in from the uplink, short convergence timers (the lab converges in well
+    /// under a second; the hold only has to outlast the probe's counters).
+    fn agent_config(&self, lab: &Lab, pe: &Pe) -> Result<String, ScenarioError> {
+        Ok(format!(
+            r#"netns = "{netns}"
+journal = "{journal}"
+[pe]
+router_id = "{uplink}"
+loopback = "{loopback}"
+tunnel_source = "{tunnel}"
+tunnel_inside_pool = "169.254.0.0/16"
+[api]
+listen = "{loopback}:{API_PORT}"
+token_file = "{token}"
+[policy]
+preference = "host-route"
+communities = ["{COMMUNITY}"]
+[convergence]
+quiet_ms = 300
+min_hold_ms = 500
+converge_timeout_ms = 30000
+counter_poll_ms = 50
+[bgp]
+asn = {asn}
+[[bgp.peers]]
+address = "{peer}"
+remote_as = {asn}
+local_address = "{uplink}"
+"#,
+            netns = lab.netns(&pe.node)?,
+            // Per PE: the BGP speaker keeps its state next to the journal.
+            journal = self.dir.join(&pe.node).join("journal.redb").display(),
+            uplink = pe.uplink,
+            loopback = pe.loopback,
+            tunnel = pe.tunnel,
+            token = self.token_file().display(),
+            asn = self.site.asn,
+            peer = pe.ingress_side,
+        ))
+    }
+
+    fn start_agent(&self, lab: &Lab, pe: &Pe) -> Result<AgentProcess, ScenarioError> {
+        let own = self.dir.join(&pe.node);
+        std::fs::create_dir_all(&own).map_err(|source| ScenarioError::Write {
+            path: own.clone(),
+            source,
+        })?;
+        let config = self.dir.join(format!("{}.toml", pe.node));
+        write(&config, &self.agent_config(lab, pe)?)?;
+        let log = self.dir.join(format!("{}.log", pe.node));
+        let err = std::fs::File::create(&log).map_err(|source| ScenarioError::Write {
+            path: log.clone(),
+            source,
+        })?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.netns(&pe.node)?])
+            .arg(&self.exe)
+            .args(["agent", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| fail(format!("cannot start the agent of {}: {e}", pe.node)))?;
+        let mut agent = AgentProcess {
+            name: pe.node.clone(),
+            log,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !agent.logs().contains("API listening") {
+            if let Ok(Some(st)) = agent.child.try_wait() {
+                return Err(fail(format!(
+                    "the agent of {} exited with {st}: {}",
+                    pe.node,
+                    agent.logs()
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(fail(format!(
+                    "the agent of {} is not listening after 20 s: {}",
+                    pe.node,
+                    agent.logs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(agent)
+    }
+
+    /// Adds (or with `remove`, deletes) the agents as route-reflector clients of the
+    /// ingress PE, with the lab's fast timers, and keeps migroute's host routes from
+    /// being reflected to the PEs' own FRR.
+    ///
+    /// Why the filter: after A→B, pe-b's agent announces the VM's /32; reflected to
+    /// pe-a's FRR it becomes a kernel route on pe-a *towards pe-b*. On the way back
+    /// (B→A) pe-a is the destination and must deliver what arrives through the tunnel
+    /// to its own data center, but its FIB sends it back to pe-b, which sends it into
+    /// the tunnel again, until pe-b's withdraw reaches pe-a through the reflector: a
+    /// loop of ~150 ms right after the pause, measured as loss outside the pause. The
+    /// PEs' FRR need no host route of the VM subnet (it is theirs, connected); the
+    /// ingress, which does, still gets every one.
+    fn ingress_neighbours(&self, lab: &Lab, remove: bool) -> Result<(), ScenarioError> {
+        let mut lines = vec!["configure terminal".to_string()];
+        if !remove {
+            lines.extend([
+                format!("bgp community-list standard {MIGROUTE_LIST} permit {COMMUNITY}"),
+                format!("route-map {TO_FRR_PES} deny 10"),
+                format!("match community {MIGROUTE_LIST}"),
+                "exit".into(),
+                format!("route-map {TO_FRR_PES} permit 20"),
+                "exit".into(),
+            ]);
+        }
+        lines.push(format!("router bgp {}", self.site.asn));
+        for pe in [&self.pe_a, &self.pe_b] {
+            let n = format!("neighbor {}", pe.uplink);
+            if remove {
+                lines.push(format!("no {n} remote-as {}", self.site.asn));
+            } else {
+                lines.push(format!("{n} remote-as {}", self.site.asn));
+                lines.push(format!("{n} timers 3 9"));
+                lines.push(format!("{n} timers connect 1"));
+            }
+        }
+        lines.push("address-family ipv4 unicast".into());
+        for pe in [&self.pe_a, &self.pe_b] {
+            let no = if remove { "no " } else { "" };
+            if !remove {
+                lines.push(format!("neighbor {} activate", pe.uplink));
+                lines.push(format!("neighbor {} route-reflector-client", pe.uplink));
+            }
+            lines.push(format!(
+                "{no}neighbor {} route-map {TO_FRR_PES} out",
+                pe.loopback
+            ));
+        }
+        lines.push("exit-address-family".into());
+        lines.push("exit".into());
+        if remove {
+            lines.push(format!("no route-map {TO_FRR_PES}"));
+            lines.push(format!(
+                "no bgp community-list standard {MIGROUTE_LIST} permit {COMMUNITY}"
+            ));
+        }
+        lines.push("end".into());
+        let node = &self.site.ingress;
+        let mut c = Command::new("vtysh");
+        c.arg("--vty_socket")
+            .arg(lab.state_dir().join("nodes").join(node));
+        for l in &lines {
+            c.args(["-c", l]);
+        }
+        let action = if remove {
+            "remove the agents' sessions"
+        } else {
+            "add the agents' sessions"
+        };
+        let out = c.output().map_err(|e| ScenarioError::Frr {
+            node: node.clone(),
+            action: action.into(),
+            detail: e.to_string(),
+        })?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || said.contains("% ") {
+            return Err(ScenarioError::Frr {
+                node: node.clone(),
+                action: action.into(),
+                detail: said.trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The plan of one move: a fresh id and VNI, the lab hypervisor with the
+    /// scenario's pause, the short convergence hold of the agents' configs.
+    fn plan(&self, lab: &Lab, direction: Direction, pause: Duration, id: &str) -> String {
+        let (src, dst) = match direction {
+            Direction::AToB => (&self.pe_a, &self.pe_b),
+            Direction::BToA => (&self.pe_b, &self.pe_a),
+        };
+        let (_, to) = self.site.bridges(direction);
+        let topology =
+            std::fs::canonicalize(&lab.topology.path).unwrap_or_else(|_| lab.topology.path.clone());
+        format!(
+            r#"id = "{id}"
+[vm]
+name = "{vm}"
+prefixes = ["{prefix}"]
+[source]
+agent_url = "{src_url}"
+tunnel_endpoint = "{src_tunnel}"
+[destination]
+agent_url = "{dst_url}"
+tunnel_endpoint = "{dst_tunnel}"
+[tunnel]
+kind = "vxlan"
+vni = {vni}
+[hypervisor]
+kind = "lab"
+topology = "{topology}"
+node = "{vm}"
+to = "{to}"
+pause_ms = {pause_ms}
+[storage]
+kind = "none"
+[policy.route]
+preference = "host-route"
+communities = ["{COMMUNITY}"]
+[policy.convergence]
+quiet_ms = 300
+min_hold_ms = 500
+converge_timeout_ms = 30000
+[timeouts]
+prepare_ms = 15000
+migrate_ms = 30000
+switchover_ms = 2000
+resume_ms = 10000
+announce_ms = 15000
+converge_ms = 30000
+teardown_ms = 15000
+rollback_step_ms = 15000
+"#,
+            vm = self.site.vm,
+            prefix = Prefix::host(self.site.vm_v4),
+            src_url = src.url(),
+            src_tunnel = src.tunnel,
+            dst_url = dst.url(),
+            dst_tunnel = dst.tunnel,
+            vni = 6000 + self.moves,
+            topology = topology.display(),
+            pause_ms = pause.as_millis(),
+        )
+    }
+
+    /// Runs `migroute migrate --json` inside pe-b's namespace and returns its report
+    /// line (the last one).
+    fn migrate(&self, lab: &Lab, plan: &Path, id: &str) -> Result<Value, ScenarioError> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &lab.netns(&self.pe_b.node)?])
+            .arg(&self.exe)
+            .args(["migrate", "--json", "--plan"])
+            .arg(plan)
+            .arg("--journal")
+            .arg(self.dir.join("orchestrator.redb"))
+            .arg("--token-file")
+            .arg(self.token_file())
+            .arg("--lab-precopy-ms")
+            .arg(self.precopy_ms.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(format!("cannot start migrate: {e}")))?;
+        // Read on threads so a full pipe cannot stall it; wait with a deadline.
+        let mut so = child.stdout.take().expect("piped");
+        let mut se = child.stderr.take().expect("piped");
+        let out_t = std::thread::spawn(move || read_all(&mut so));
+        let err_t = std::thread::spawn(move || read_all(&mut se));
+        let deadline = Instant::now() + MIGRATE_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(fail(format!("waiting for migrate: {e}"))),
+            }
+        };
+        let stdout = out_t.join().unwrap_or_default();
+        let stderr = err_t.join().unwrap_or_default();
+        let context = || {
+            let agents: Vec<String> = self
+                .agents
+                .iter()
+                .map(|a| format!("agent {}:\n{}", a.name, tail(&a.logs(), 30)))
+                .collect();
+            format!(
+                "migrate stdout:\n{}\nstderr:\n{}\n{}",
+                tail(&stdout, 30),
+                tail(&stderr, 30),
+                agents.join("\n")
+            )
+        };
+        let Some(status) = status else {
+            return Err(fail(format!(
+                "migration {id} did not end within {MIGRATE_TIMEOUT:?}\n{}",
+                context()
+            )));
+        };
+        let report: Value = stdout
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .ok_or_else(|| fail(format!("migration {id}: no report line\n{}", context())))?;
+        if !status.success() || report["phase"] != "completed" {
+            return Err(fail(format!(
+                "migration {id} ended {} ({status})\n{}",
+                report["phase"],
+                context()
+            )));
+        }
+        Ok(report)
+    }
+
+    /// migroute's kernel objects in a node: `mr-*` links and proto-245 routes.
+    fn leftovers(lab: &Lab, node: &str) -> Result<String, ScenarioError> {
+        let out = lab.sh(
+            node,
+            "ip -o link show | grep -o 'mr-[^:@ ]*' || true; \
+             ip route show table all proto 245; ip -6 route show table all proto 245",
+        )?;
+        Ok(out.trim().to_string())
+    }
+
+    /// What a completed migration promises, checked in the kernel: nothing of
+    /// migroute's left on either PE, and the ingress PE forwarding the VM's address to
+    /// the PE of the VM's new site.
+    fn check_converged(&self, lab: &Lab, direction: Direction) -> Result<(), ScenarioError> {
+        let next_hop = match direction {
+            Direction::AToB => self.pe_b.uplink,
+            Direction::BToA => self.pe_a.uplink,
+        };
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let mut wrong = Vec::new();
+            for pe in [&self.pe_a, &self.pe_b] {
+                let left = Self::leftovers(lab, &pe.node)?;
+                if !left.is_empty() {
+                    wrong.push(format!(
+                        "{} keeps migroute objects: {}",
+                        pe.node,
+                        left.replace('\n', "; ")
+                    ));
+                }
+            }
+            let route = lab.sh(
+                &self.site.ingress,
+                &format!("ip route get {}", self.site.vm_v4),
+            )?;
+            if !route.contains(&format!("via {next_hop} ")) {
+                wrong.push(format!(
+                    "{} routes the VM {}, not via {next_hop}",
+                    self.site.ingress,
+                    route.trim()
+                ));
+            }
+            if wrong.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ScenarioError::Precondition(format!(
+                    "after migroute's {direction} move: {}",
+                    wrong.join("; ")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop_agents(&mut self) {
+        for a in &mut self.agents {
+            a.stop();
+        }
+        self.agents.clear();
+    }
+}
+
+impl Mover for MigrouteMover {
+    fn mode(&self) -> Mode {
+        Mode::Migroute
+    }
+
+    fn prepare(&mut self, lab: &Lab) -> Result<(), ScenarioError> {
+        let s = self.site.clone();
+        if s.vm_at_b(lab) {
+            lab.move_link_end(&s.dc_b, &s.port, &s.dc_a)?;
+        }
+        self.stop_agents();
+        self.dir = lab.state_dir().join("migroute-scenario");
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).map_err(|source| ScenarioError::Write {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let token = format!("scenario-{}-{}\n", std::process::id(), unix_ns());
+        write(&self.token_file(), &token)?;
+        self.ingress_neighbours(lab, false)?;
+        let (a, b) = (self.pe_a.clone(), self.pe_b.clone());
+        self.agents.push(self.start_agent(lab, &a)?);
+        self.agents.push(self.start_agent(lab, &b)?);
+        // pe-in's sessions to the agents are among the lab's FRR sessions now.
+        lab.wait_all_established(Duration::from_secs(30))?;
+        self.check_converged(lab, Direction::BToA)
+    }
+
+    fn run_move(
+        &mut self,
+        lab: &Lab,
+        direction: Direction,
+        pause: Duration,
+    ) -> Result<MoveRecord, ScenarioError> {
+        self.moves += 1;
+        let id = format!("scenario-{}-{}", std::process::id(), self.moves);
+        let plan_path = self.dir.join(format!("{id}.toml"));
+        write(&plan_path, &self.plan(lab, direction, pause, &id))?;
+        // The ingress PE's FIB is watched from before the migration starts, on a
+        // thread: the event's arrival time is the measurement.
+        let watch = FibWatch::open(lab, &self.site.ingress)?;
+        let host = Prefix::host(self.site.vm_v4);
+        let watcher = std::thread::spawn(move || {
+            watch.wait(
+                host,
+                Change::Added,
+                MIGRATE_TIMEOUT + Duration::from_secs(5),
+            )
+        });
+        let report = self.migrate(lab, &plan_path, &id);
+        // The FIB changed during `migrate` (announcing precedes its end); a failed
+        // migration may never change it, so only then is the watcher abandoned.
+        let report = report?;
+        let t_fib = watcher
+            .join()
+            .map_err(|_| fail("the FIB watch thread panicked".into()))?;
+        self.check_converged(lab, direction)?;
+        record(&report, t_fib.ok())
+    }
+
+    fn finish(&mut self, lab: &Lab) -> Result<(), ScenarioError> {
+        self.stop_agents();
+        self.ingress_neighbours(lab, true)?;
+        // The agents' host route leaves pe-in with their sessions.
+        let host = Prefix::host(self.site.vm_v4);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while migroute_labs::scenario::naive::in_fib(lab, &self.site.ingress, host)? {
+            if Instant::now() >= deadline {
+                return Err(ScenarioError::Precondition(format!(
+                    "{} still routes {host} after migroute's agents stopped",
+                    self.site.ingress
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MigrouteMover {
+    fn drop(&mut self) {
+        self.stop_agents();
+    }
+}
+
+/// The [`MoveRecord`] of a completed migration's report: the lab hypervisor's pause
+/// window, the orchestrator's phases, and announce → ingress FIB.
+fn record(report: &Value, t_fib: Option<u64>) -> Result<MoveRecord, ScenarioError> {
+    let ms = |v: &Value| v.as_u64().map(|m| m * 1_000_000);
+    let w = &report["pause_window"];
+    let (Some(start), Some(end)) = (ms(&w["start_ms"]), ms(&w["end_ms"])) else {
+        return Err(fail(format!("the report has no pause window: {report}")));
+    };
+    let pause = Window {
+        start_unix_ns: start,
+        end_unix_ns: end,
+    };
+    let mut phases = vec![Phase {
+        name: "pause".into(),
+        window: pause,
+    }];
+    let mut announce_at = None;
+    for p in report["phases"].as_array().into_iter().flatten() {
+        let (Some(name), Some(s), Some(e)) = (p["phase"].as_str(), ms(&p["start"]), ms(&p["end"]))
+        else {
+            continue;
+        };
+        if name == "planned" {
+            // Created and started in the same instant: no duration to show.
+            continue;
+        }
+        if name == "announcing" && announce_at.is_none() {
+            announce_at = Some(s);
+        }
+        phases.push(Phase {
+            name: name.to_string(),
+            window: Window {
+                start_unix_ns: s,
+                end_unix_ns: e,
+            },
+        });
+    }
+    phases.sort_by_key(|p| p.window.start_unix_ns);
+    // The announcing phase is entered (epoch ms) just before the destination is told
+    // to announce: the FIB event after it is the announcement's arrival.
+    let announce_to_ingress_fib_ms = match (announce_at, t_fib) {
+        (Some(a), Some(f)) if f >= a => Some(migroute_labs::scenario::ns_to_ms(f - a)),
+        _ => None,
+    };
+    Ok(MoveRecord {
+        pause,
+        phases,
+        announce_to_ingress_fib_ms,
+    })
+}
+
+fn fail(why: String) -> ScenarioError {
+    ScenarioError::Precondition(why)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ScenarioError> {
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|source| ScenarioError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn read_all(r: &mut impl std::io::Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_takes_the_pause_window_phases_and_announce_to_fib() {
+        let report = serde_json::json!({
+            "phase": "completed",
+            "pause_window": {"start_ms": 1000, "end_ms": 1105},
+            "phases": [
+                {"phase": "planned", "start": 900, "end": 900},
+                {"phase": "switching-over", "start": 1000, "end": 1010},
+                {"phase": "announcing", "start": 1110, "end": 1120},
+                {"phase": "completed", "start": 2000, "end": null}
+            ]
+        });
+        let r = record(&report, Some(1_150_500_000)).unwrap();
+        assert_eq!(r.pause.start_unix_ns, 1_000_000_000);
+        assert_eq!(r.pause.end_unix_ns, 1_105_000_000);
+        let names: Vec<&str> = r.phases.iter().map(|p| p.name.as_str()).collect();
+        // The final phase has no end and is left out.
+        assert_eq!(names, ["pause", "switching-over", "announcing"]);
+        assert_eq!(r.announce_to_ingress_fib_ms, Some(40.5));
+        // No FIB event (or one before the announce): no figure rather than a wrong one.
+        assert_eq!(
+            record(&report, None).unwrap().announce_to_ingress_fib_ms,
+            None
+        );
+        assert!(record(&serde_json::json!({"phases": []}), None).is_err());
+    }
+}
