@@ -5,6 +5,32 @@
 //! `withdraw` persist the change (graceful-restart store) before any peer can send it,
 //! then mark the prefixes changed for every peer, which sends them as soon as its
 //! session and write queue allow.
+//!
+//! ```no_run
+//! use migroute_bgp::codec::Community;
+//! use migroute_bgp::{PeerConfig, RouteAttrs, Speaker, SpeakerConfig};
+//!
+//! # async fn pe() -> Result<(), migroute_bgp::SpeakerError> {
+//! let mut cfg = SpeakerConfig::new(65001, "192.0.2.1".parse().unwrap());
+//! cfg.state_dir = Some("/var/lib/migroute/bgp".into()); // survive restarts
+//! cfg.peers.push(PeerConfig::new("192.0.2.254".parse().unwrap(), 65001));
+//! let (speaker, _join) = Speaker::start(cfg).await?;
+//! let mut events = speaker.subscribe();
+//! // The migrated VM's host route, preferred over the old site's, kept inside the AS.
+//! let attrs = RouteAttrs {
+//!     local_pref: Some(200),
+//!     communities: vec![Community::NO_EXPORT],
+//!     ..RouteAttrs::default()
+//! };
+//! speaker.announce("203.0.113.7/32".parse().unwrap(), attrs).await?;
+//! while let Ok(e) = events.recv().await {
+//!     println!("{}", serde_json::to_string(&e).unwrap());
+//! #   break;
+//! }
+//! speaker.shutdown("agent stopping").await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
