@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Quick start: the planned-migration scenario's naive baseline on the wan-migration lab.
-# Brings the lab up in network namespaces (no Docker), moves the VM 3 times
-# (A->B, B->A, A->B) with a 100 ms pause while probing it at 1000 packets/s plus one
-# TCP connection, and prints the summary. Writes report.json and timeline.svg in the
-# current directory. Needs root (namespaces, veths, FRR daemons).
-#
-# When migroute's agent and orchestrator land, the scenario becomes planned-migration
-# (migroute moves and naive moves side by side).
+# Quick start: the planned-migration scenario on the wan-migration lab, migroute next
+# to the naive baseline. Brings the lab up in network namespaces (no Docker), starts a
+# migroute agent on pe-a and on pe-b (BGP to the reflector pe-in), moves the VM 3 times
+# (A->B, B->A, A->B) through `migroute migrate` with a 100 ms pause, then 3 times the
+# naive way (move, then announce), probing the VM at 1000 packets/s plus one TCP
+# connection throughout, and prints the summary of both modes. Writes report.json and
+# timeline.svg in the current directory. Needs root (namespaces, veths, FRR daemons).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,11 +30,11 @@ cargo build --release -p migroute --manifest-path "$repo/Cargo.toml"
 bin="$repo/target/release/migroute"
 
 out="$(pwd)"
-"$bin" lab run "$here/wan-migration.clab.yml" --scenario naive --runs "$runs" \
+"$bin" lab run "$here/wan-migration.clab.yml" --scenario planned-migration --runs "$runs" \
     --report "$out/report.json" --svg "$out/timeline.svg"
 
 echo
-echo "Summary (median (min-max) over $runs moves; loss in packets at 1000/s):"
+echo "Summary per mode (median (min-max) over $runs moves each; loss in packets at 1000/s):"
 python3 - "$out/report.json" <<'PY' 2>/dev/null || echo "(python3 missing: see $out/report.json)"
 import json, sys
 r = json.load(open(sys.argv[1]))

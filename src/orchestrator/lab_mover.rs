@@ -292,33 +292,12 @@ local_address = "{uplink}"
             ));
         }
         lines.push("end".into());
-        let node = &self.site.ingress;
-        let mut c = Command::new("vtysh");
-        c.arg("--vty_socket")
-            .arg(lab.state_dir().join("nodes").join(node));
-        for l in &lines {
-            c.args(["-c", l]);
-        }
         let action = if remove {
             "remove the agents' sessions"
         } else {
             "add the agents' sessions"
         };
-        let out = c.output().map_err(|e| ScenarioError::Frr {
-            node: node.clone(),
-            action: action.into(),
-            detail: e.to_string(),
-        })?;
-        let said = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() || said.contains("% ") {
-            return Err(ScenarioError::Frr {
-                node: node.clone(),
-                action: action.into(),
-                detail: said.trim().to_string(),
-            });
-        }
-        Ok(())
+        vtysh(lab, &self.site.ingress, action, &lines).map(|_| ())
     }
 
     /// The plan of one move: a fresh id and VNI, the lab hypervisor with the
@@ -469,11 +448,19 @@ rollback_step_ms = 15000
     /// What a completed migration promises, checked in the kernel: nothing of
     /// migroute's left on either PE, and the ingress PE forwarding the VM's address to
     /// the PE of the VM's new site.
-    fn check_converged(&self, lab: &Lab, direction: Direction) -> Result<(), ScenarioError> {
+    /// `None`: before the first move (VM at site A, no host route announced).
+    fn check_converged(
+        &self,
+        lab: &Lab,
+        direction: Option<Direction>,
+    ) -> Result<(), ScenarioError> {
         let next_hop = match direction {
-            Direction::AToB => self.pe_b.uplink,
-            Direction::BToA => self.pe_a.uplink,
+            Some(Direction::AToB) => self.pe_b.uplink,
+            Some(Direction::BToA) | None => self.pe_a.uplink,
         };
+        let when = direction.map_or("before the first move".to_string(), |d| {
+            format!("after migroute's {d} move")
+        });
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         loop {
             let mut wrong = Vec::new();
@@ -486,6 +473,30 @@ rollback_step_ms = 15000
                         left.replace('\n', "; ")
                     ));
                 }
+            }
+            // Exactly one BGP path for the VM, from the destination's agent: the
+            // source's earlier announcement (it was the destination of the previous
+            // move) must have been withdrawn, not merely outranked.
+            let show = vtysh(
+                lab,
+                &self.site.ingress,
+                "show the VM's BGP paths",
+                &[format!(
+                    "show bgp ipv4 unicast {} json",
+                    Prefix::host(self.site.vm_v4)
+                )],
+            )?;
+            let peers = bgp_path_peers(&show);
+            let expected: &[&str] = if direction.is_some() {
+                &[next_hop]
+            } else {
+                &[]
+            };
+            if peers != expected {
+                wrong.push(format!(
+                    "{} holds BGP paths for the VM from {peers:?}, expected {expected:?}",
+                    self.site.ingress
+                ));
             }
             let route = lab.sh(
                 &self.site.ingress,
@@ -503,7 +514,7 @@ rollback_step_ms = 15000
             }
             if Instant::now() >= deadline {
                 return Err(ScenarioError::Precondition(format!(
-                    "after migroute's {direction} move: {}",
+                    "{when}: {}",
                     wrong.join("; ")
                 )));
             }
@@ -544,7 +555,7 @@ impl Mover for MigrouteMover {
         self.agents.push(self.start_agent(lab, &b)?);
         // pe-in's sessions to the agents are among the lab's FRR sessions now.
         lab.wait_all_established(Duration::from_secs(30))?;
-        self.check_converged(lab, Direction::BToA)
+        self.check_converged(lab, None)
     }
 
     fn run_move(
@@ -575,7 +586,7 @@ impl Mover for MigrouteMover {
         let t_fib = watcher
             .join()
             .map_err(|_| fail("the FIB watch thread panicked".into()))?;
-        self.check_converged(lab, direction)?;
+        self.check_converged(lab, Some(direction))?;
         record(&report, t_fib.ok())
     }
 
@@ -655,6 +666,39 @@ fn record(report: &Value, t_fib: Option<u64>) -> Result<MoveRecord, ScenarioErro
     })
 }
 
+/// Runs vtysh lines against `node`'s FRR; FRR's `% …` complaints are errors.
+fn vtysh(lab: &Lab, node: &str, action: &str, lines: &[String]) -> Result<String, ScenarioError> {
+    let frr = |detail: String| ScenarioError::Frr {
+        node: node.to_string(),
+        action: action.into(),
+        detail,
+    };
+    let mut c = Command::new("vtysh");
+    c.arg("--vty_socket")
+        .arg(lab.state_dir().join("nodes").join(node));
+    for l in lines {
+        c.args(["-c", l]);
+    }
+    let out = c.output().map_err(|e| frr(e.to_string()))?;
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || said.contains("% ") {
+        return Err(frr(said.trim().to_string()));
+    }
+    Ok(said)
+}
+
+/// The peers whose path to `prefix` the ingress PE holds, from `show bgp … json`.
+fn bgp_path_peers(show: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(show).unwrap_or(Value::Null);
+    v["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["peer"]["peerId"].as_str().map(str::to_string))
+        .collect()
+}
+
 fn fail(why: String) -> ScenarioError {
     ScenarioError::Precondition(why)
 }
@@ -715,5 +759,16 @@ mod tests {
             None
         );
         assert!(record(&serde_json::json!({"phases": []}), None).is_err());
+    }
+
+    #[test]
+    fn bgp_path_peers_from_frr_json() {
+        let show = r#"{"prefix":"10.10.0.5/32","paths":[
+            {"peer":{"peerId":"10.0.13.3","routerId":"10.0.13.3"},"bestpath":{"overall":true}},
+            {"peer":{"peerId":"10.0.12.2"}}]}"#;
+        assert_eq!(bgp_path_peers(show), ["10.0.13.3", "10.0.12.2"]);
+        // Not in the table: FRR prints `{}`.
+        assert!(bgp_path_peers("{}").is_empty());
+        assert!(bgp_path_peers("").is_empty());
     }
 }
