@@ -529,6 +529,8 @@ impl PeerTask {
             st.hold_time = Some(neg.hold_time);
             st.families = neg.families.clone();
         }
+        // `peers()` must already say Established when a subscriber sees the event.
+        self.update_status();
         self.emit(SpeakerEvent::SessionUp {
             peer: self.peer(),
             remote_as: neg.remote_as,
@@ -580,6 +582,7 @@ impl PeerTask {
             }
         }
         self.me.status.lock().unwrap().last_down = Some(reason.clone());
+        self.update_status();
         self.emit(SpeakerEvent::SessionDown {
             peer: self.peer(),
             reason,

@@ -94,12 +94,13 @@ async fn pair(
     tweak: impl FnOnce(&mut SpeakerConfig, &mut SpeakerConfig),
 ) -> Pair {
     tweak(&mut ca, &mut cb);
-    let (b, _) = Speaker::start(cb).await.unwrap();
-    let mut b_events = b.subscribe();
-    let (a, _) = Speaker::start(ca).await.unwrap();
-    let mut a_events = a.subscribe();
+    let (b, mut b_events, _) = Speaker::start_subscribed(cb).await.unwrap();
+    let (a, mut a_events, _) = Speaker::start_subscribed(ca).await.unwrap();
     wait_for(&mut b_events, "session up at B", is_up).await;
+    // The status is current when the event arrives.
+    assert_eq!(b.peers()[0].state, State::Established);
     wait_for(&mut a_events, "session up at A", is_up).await;
+    assert_eq!(a.peers()[0].state, State::Established);
     Pair {
         a,
         b,
