@@ -41,7 +41,10 @@ fn can_run(test: &str) -> bool {
     } else if !sh(&["ip", "-V"]).status.success() {
         Some("needs iproute2")
     } else {
-        let probe = format!("mrprobe{}", std::process::id());
+        // Tests of this binary run in parallel: each probe needs its own name.
+        static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = format!("mrp{}x{n}", std::process::id() % 100_000);
         let made = sh(&[
             "ip", "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
         ]);

@@ -50,7 +50,10 @@ fn can_run(test: &str) -> bool {
     } else if let Some(missing) = FRR.iter().find(|p| !Path::new(p).exists()) {
         Some(format!("needs FRR ({missing})"))
     } else {
-        let probe = format!("mroprobe{}", std::process::id() % 100_000);
+        // Tests of this binary run in parallel: each probe needs its own name.
+        static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = format!("mro{}x{n}", std::process::id() % 100_000);
         let made = sh(&[
             "ip", "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
         ]);
