@@ -23,7 +23,16 @@ fn colour(name: &str, i: usize) -> &'static str {
         "announce" => "#1e88e5",
         "withdraw" => "#8e24aa",
         "convergence" => "#fb8c00",
-        _ => ["#43a047", "#00acc1", "#6d4c41", "#d81b60"][i % 4],
+        // The orchestrator's phases (migroute mode): the same hue family as the naive
+        // phase they correspond to, so the two lanes read side by side.
+        "preparing" => "#c0ca33",
+        "migrating" => "#00acc1",
+        "switching-over" => "#d81b60",
+        "resuming" => "#43a047",
+        "announcing" => "#1e88e5",
+        "converging" => "#fb8c00",
+        "tearing-down" => "#6d4c41",
+        _ => ["#5e35b1", "#00897b", "#f4511e", "#3949ab"][i % 4],
     }
 }
 
