@@ -106,8 +106,9 @@ impl Scenario {
                     Mode::Migroute => Err(ScenarioError::ModeUnavailable {
                         mode: Mode::Migroute,
                         why: "the migroute mode needs the agent (on pe-a and pe-b) and the \
-                              orchestrator, which are not available yet; run `--scenario naive` \
-                              for the baseline alone"
+                              orchestrator, which only the `migroute` binary supplies \
+                              (`migroute lab run`, `Scenario::with_migroute`); run \
+                              `--scenario naive` for the baseline alone"
                             .into(),
                     }),
                 }
@@ -277,11 +278,11 @@ mod tests {
     }
 
     #[test]
-    fn planned_migration_is_refused_before_anything_runs_naive_has_one_mover() {
+    fn planned_migration_without_a_migroute_mover_is_refused_naive_has_one_mover() {
         let err = scenario(ScenarioKind::PlannedMigration)
             .movers()
             .err()
-            .expect("migroute mode is not available yet");
+            .expect("migroute mode is not available without its mover");
         assert!(
             matches!(
                 err,
