@@ -50,15 +50,18 @@ fn can_run(test: &str) -> bool {
     } else if let Some(missing) = FRR.iter().find(|p| !Path::new(p).exists()) {
         Some(format!("needs FRR ({missing})"))
     } else {
-        // Tests of this binary run in parallel: each probe needs its own name.
-        static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let probe = format!("mro{}x{n}", std::process::id() % 100_000);
-        let made = sh(&[
-            "ip", "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
-        ]);
-        let _ = sh(&["ip", "link", "del", &probe]);
-        (!made.status.success()).then(|| "kernel lacks vxlan".to_string())
+        // Probed once per process: tests of this binary run in parallel, and the kernel
+        // refuses a second VXLAN with the same VNI and port in one namespace.
+        static VXLAN_OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let vxlan_ok = *VXLAN_OK.get_or_init(|| {
+            let probe = format!("mroprobe{}", std::process::id() % 100_000);
+            let made = sh(&[
+                "ip", "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
+            ]);
+            let _ = sh(&["ip", "link", "del", &probe]);
+            made.status.success()
+        });
+        (!vxlan_ok).then(|| "kernel lacks vxlan".to_string())
     };
     match why {
         None => true,

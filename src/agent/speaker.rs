@@ -70,24 +70,28 @@ impl BgpAnnouncer {
         let mut events = speaker.subscribe();
         tokio::spawn(async move {
             let mut last = None;
+            // A session may have come up before we subscribed: look once before waiting,
+            // then again on every session event.
+            let mut check = true;
             loop {
-                match events.recv().await {
-                    Ok(SpeakerEvent::SessionUp { .. } | SpeakerEvent::SessionDown { .. })
-                    | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        let up = speaker
-                            .peers()
-                            .iter()
-                            .any(|p| p.state == migroute_bgp::fsm::State::Established);
-                        if last != Some(up) {
-                            last = Some(up);
-                            if agent.bgp_session(up).await.is_err() {
-                                return;
-                            }
+                if check {
+                    let up = speaker
+                        .peers()
+                        .iter()
+                        .any(|p| p.state == migroute_bgp::fsm::State::Established);
+                    if last != Some(up) {
+                        last = Some(up);
+                        if agent.bgp_session(up).await.is_err() {
+                            return;
                         }
                     }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
+                check = match events.recv().await {
+                    Ok(SpeakerEvent::SessionUp { .. } | SpeakerEvent::SessionDown { .. })
+                    | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                    Ok(_) => false,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
             }
         });
     }
