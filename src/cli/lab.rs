@@ -87,6 +87,15 @@ pub enum LabCommand {
         #[arg(long)]
         keep_up: bool,
     },
+    /// Print a scenario report's summary table again, and optionally redraw its time
+    /// line, without running anything (e.g. for a report from another machine).
+    Report {
+        /// A `report.json` written by `lab run`.
+        report: PathBuf,
+        /// Draw one run of each mode on a time line into this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
 }
 
 /// The scenarios of `lab run`.
@@ -111,6 +120,17 @@ fn print<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        LabCommand::Report { report, svg } => {
+            let text = std::fs::read_to_string(&report)
+                .with_context(|| format!("reading {}", report.display()))?;
+            let parsed: migroute_labs::scenario::Report = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a scenario report", report.display()))?;
+            let _ = write!(std::io::stdout(), "{}", parsed.table());
+            if let Some(path) = svg {
+                svg::write(&parsed, &path)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::Run {
             file,
             scenario,

@@ -102,7 +102,8 @@ pub fn render(report: &Report) -> String {
     let lane_h = (names.len() as f64 + 1.0) * ROW;
     let top = 50.0;
     let axis_y = top + runs.len() as f64 * (lane_h + LANE_GAP);
-    let height = axis_y + 80.0;
+    // Room for a legend of up to two rows.
+    let height = axis_y + 98.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -188,10 +189,18 @@ pub fn render(report: &Report) -> String {
         axis_y + 34.0
     );
     // Legend.
-    let ly = axis_y + 56.0;
+    let mut ly = axis_y + 56.0;
     let mut lx = LEFT;
+    // Wraps the legend onto a second row rather than drawing past the right edge.
+    let place = |lx: &mut f64, ly: &mut f64, w: f64| {
+        if *lx + w > WIDTH - RIGHT {
+            *lx = LEFT;
+            *ly += 18.0;
+        }
+    };
     let _ = write!(s, r#"<g class="legend">"#);
     for (i, n) in names.iter().enumerate() {
+        place(&mut lx, &mut ly, 30.0 + 7.0 * n.len() as f64);
         let _ = write!(
             s,
             r#"<rect x="{lx:.1}" y="{:.1}" width="14" height="10" fill="{}"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
@@ -202,6 +211,7 @@ pub fn render(report: &Report) -> String {
         );
         lx += 30.0 + 7.0 * n.len() as f64;
     }
+    place(&mut lx, &mut ly, 130.0);
     let _ = writeln!(
         s,
         r##"<line x1="{lx:.1}" y1="{:.1}" x2="{lx:.1}" y2="{ly:.1}" stroke="#e53935" stroke-width="2"/><text x="{:.1}" y="{ly:.1}">lost probe packet</text></g>"##,
