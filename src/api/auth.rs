@@ -1,16 +1,19 @@
 //! Bearer-token check for every route but `/healthz`, unknown routes included (a
-//! caller without the token learns nothing about what exists).
+//! caller without the token learns nothing about what exists). Shared by the agent's
+//! and the orchestrator's APIs: the middleware's state is the token alone.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
-use super::ApiState;
+use std::sync::Arc;
 
-/// Lets the request through only with `Authorization: Bearer <token>`.
-pub async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+use super::error::ApiError;
+
+/// Lets the request through only with `Authorization: Bearer <token>`. Install with
+/// `axum::middleware::from_fn_with_state(token, require_token)`.
+pub async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
@@ -21,7 +24,7 @@ pub async fn require_token(State(state): State<ApiState>, req: Request, next: Ne
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         None => ApiError::unauthorized("missing bearer token").into_response(),
-        Some(t) if !constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => {
+        Some(t) if !constant_time_eq(t.trim().as_bytes(), token.as_bytes()) => {
             ApiError::unauthorized("wrong bearer token").into_response()
         }
         Some(_) => next.run(req).await,

@@ -99,7 +99,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Outermost, so unknown routes are 401 too without a token.
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.token.clone(),
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

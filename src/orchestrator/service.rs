@@ -16,12 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{Stream, StreamExt};
@@ -37,6 +34,7 @@ use utoipa::OpenApi;
 
 use super::runtime::{self, Observer, OperatorRequest, Options, Update};
 use super::setup::{self, DriverSettings};
+use crate::api::auth::require_token;
 use crate::api::error::{ApiError, ErrorBody};
 
 /// `migroute orchestrator --config F`.
@@ -253,37 +251,10 @@ pub fn router(state: ServiceState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.token.clone(),
             require_token,
         ))
         .with_state(state)
-}
-
-async fn require_token(State(state): State<ServiceState>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/healthz" {
-        return next.run(req).await;
-    }
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        None => ApiError::unauthorized("missing bearer token").into_response(),
-        Some(t) if !same(t.trim().as_bytes(), state.token.as_bytes()) => {
-            ApiError::unauthorized("wrong bearer token").into_response()
-        }
-        Some(_) => next.run(req).await,
-    }
-}
-
-/// Compares without an early exit (response time tells nothing about a guess).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
-    }
-    diff == 0
 }
 
 fn conflict(id: &MigrationId, phase: String, error: String) -> ApiError {
