@@ -4,6 +4,24 @@
 //! The orchestration crate's `executor::execute` is synchronous; inside tokio the
 //! runtime mirrors its loop step by step (see `runtime.rs`) and calls [`perform`] for
 //! each non-`Persist` command, which is why this is async.
+//!
+//! # Delivery routes (destination)
+//!
+//! With `pe.vm_interface` set, `EnsureDelivery` also installs the VM's host routes
+//! on-link on that data-center-facing interface, in migroute's table (proto 245),
+//! whose rule sits before `main`. The destination then never depends on what BGP put
+//! in its FIB: right after an A→B move, pe-a's `main` holds pe-b's /32 of the VM, and
+//! on the way back (B→A) pe-a would otherwise send what leaves the tunnel back to pe-b
+//! (a loop until pe-b's withdraw arrives).
+//!
+//! The route outlives teardown: the VM lives here and this PE keeps announcing it, and
+//! nothing else guarantees a route to the VM's /32 out of the right interface (the
+//! subnet may be the other site's). It goes when the prefix is withdrawn (`Withdraw`,
+//! the next move away releasing it), or at `DisableDelivery` when nothing is announced
+//! (an abort: the VM stays at the source). When this PE becomes the source of the next
+//! move, its override replaces the delivery route (same table and prefix), so the
+//! delivery route is only ever deleted by prefix *and* device. Recovery keeps it
+//! through [`delivery_prefixes`], or its reconcile would remove it as an orphan.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -96,6 +114,24 @@ pub trait Dataplane: Send + 'static {
         &mut self,
         tunnel: &TunnelSpec,
     ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Destination: the VM's host routes to the data-center interface (see
+    /// [`Naming::delivery_routes`]); nothing without one configured.
+    fn install_delivery_routes(
+        &mut self,
+        prefixes: &[IpNetwork],
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
+        let _ = prefixes;
+        async { Ok(()) }
+    }
+    /// Removes delivery routes (only those leaving through the data-center
+    /// interface: an override for the same prefix stays); absent is fine.
+    fn remove_delivery_routes(
+        &mut self,
+        prefixes: &[IpNetwork],
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
+        let _ = prefixes;
+        async { Ok(()) }
+    }
     /// Packets through the tunnel so far (rx + tx).
     fn tunnel_packets(
         &mut self,
@@ -119,6 +155,9 @@ pub struct Naming {
     pub underlay: Option<String>,
     /// Pool of inside /31s.
     pub pool: Ipv4Network,
+    /// Data-center-facing interface: where delivery routes lead (see
+    /// [`Naming::delivery_routes`]).
+    pub vm_interface: Option<String>,
 }
 
 impl Naming {
@@ -128,6 +167,7 @@ impl Naming {
             source: pe.tunnel_source,
             underlay: pe.tunnel_underlay.clone(),
             pool: pe.tunnel_inside_pool,
+            vm_interface: pe.vm_interface.clone(),
         }
     }
 
@@ -203,6 +243,52 @@ impl Naming {
             })
             .collect()
     }
+}
+
+impl Naming {
+    /// The destination's delivery routes: the VM's host routes on-link on the
+    /// data-center-facing interface, in migroute's table (empty without
+    /// `vm_interface`).
+    ///
+    /// Why: migroute's rule sits before `main`, so these win over whatever BGP put
+    /// there. Right after A→B, pe-a's FIB still holds the /32 pe-b announced; on the
+    /// way back (B→A) pe-a would send what comes out of the tunnel back to pe-b, a loop
+    /// until pe-b's withdraw arrives.
+    ///
+    /// Lifetime: installed with `EnsureDelivery`, kept past teardown while this PE
+    /// still announces the prefix (the VM lives here and the data-center side must not
+    /// depend on BGP either), removed when the prefix is withdrawn or delivery is
+    /// disabled without an announcement (abort). When this PE becomes the source of
+    /// the next move its override replaces the delivery route (same table, same
+    /// prefix), which is why removal names the device.
+    pub fn delivery_routes(&self, prefixes: &[IpNetwork]) -> Vec<Override> {
+        match &self.vm_interface {
+            Some(dev) => prefixes
+                .iter()
+                .map(|p| Override::new(to_prefix(*p), dev))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The delivery prefixes the journal asks for: every prefix a destination delivers or
+/// still announces, except those an override of this PE claims (the override wins:
+/// this PE is then the source of a newer move).
+pub fn delivery_prefixes(desired: &DesiredState) -> Vec<IpNetwork> {
+    let overridden: Vec<IpNetwork> = desired.overrides.iter().map(|o| o.prefix).collect();
+    let mut out: Vec<IpNetwork> = Vec::new();
+    let candidates = desired
+        .deliveries
+        .iter()
+        .map(|d| d.prefix)
+        .chain(desired.routes.iter().map(|r| r.prefix));
+    for p in candidates {
+        if !overridden.contains(&p) && !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Our prefix type to the tunnel crate's.
@@ -341,6 +427,28 @@ impl Dataplane for KernelDataplane {
         Ok(())
     }
 
+    async fn install_delivery_routes(
+        &mut self,
+        prefixes: &[IpNetwork],
+    ) -> Result<(), DataplaneError> {
+        let routes = self.naming.delivery_routes(prefixes);
+        if !routes.is_empty() {
+            tunnel::override_route::replace_batch(&self.handle, &routes).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_delivery_routes(
+        &mut self,
+        prefixes: &[IpNetwork],
+    ) -> Result<(), DataplaneError> {
+        if let Some(dev) = &self.naming.vm_interface {
+            let ps: Vec<Prefix> = prefixes.iter().map(|p| to_prefix(*p)).collect();
+            tunnel::override_route::remove_via(&self.handle, &ps, dev).await?;
+        }
+        Ok(())
+    }
+
     async fn tunnel_packets(&mut self, t: &TunnelSpec) -> Result<u64, DataplaneError> {
         let c = tunnel::counters::read(&self.handle, &Naming::link_name(t)).await?;
         Ok(c.rx_packets.saturating_add(c.tx_packets))
@@ -367,6 +475,10 @@ impl Dataplane for KernelDataplane {
             want.overrides
                 .extend(self.naming.overrides(&[o.prefix], &o.tunnel));
         }
+        // Delivery routes are part of the target too, or the reconcile would remove
+        // them as orphans (they carry migroute's table and protocol).
+        want.overrides
+            .extend(self.naming.delivery_routes(&delivery_prefixes(desired)));
         let plan = tunnel::reconcile::reconcile(&self.handle, &want).await?;
         for t in &plan.create_tunnels {
             self.quiet_link(&t.name).await;
@@ -465,10 +577,37 @@ pub async fn perform<D: Dataplane>(
             fx.dataplane.install_override(prefixes, tunnel).await?
         }
         Action::RemoveOverride { prefixes } => fx.dataplane.remove_override(prefixes).await?,
-        Action::EnsureDelivery { tunnel, .. } => fx.dataplane.ensure_delivery(tunnel, role).await?,
-        Action::DisableDelivery { .. } => fx.dataplane.disable_delivery(tunnel).await?,
+        Action::EnsureDelivery { tunnel, prefixes } => {
+            fx.dataplane.ensure_delivery(tunnel, role).await?;
+            fx.dataplane.install_delivery_routes(prefixes).await?;
+        }
+        Action::DisableDelivery { prefixes } => {
+            fx.dataplane.disable_delivery(tunnel).await?;
+            // Teardown: the VM lives here and this PE still announces it, so its
+            // delivery route stays (until the withdraw). Abort: nothing announced, the
+            // VM stays at the source, the route goes.
+            let announced: Vec<IpNetwork> = fx
+                .announcer
+                .routes()
+                .into_iter()
+                .map(|r| r.prefix)
+                .collect();
+            let gone: Vec<IpNetwork> = prefixes
+                .iter()
+                .filter(|p| !announced.contains(p))
+                .copied()
+                .collect();
+            if !gone.is_empty() {
+                fx.dataplane.remove_delivery_routes(&gone).await?;
+            }
+        }
         Action::Announce { routes } => fx.announcer.announce(routes).await?,
-        Action::Withdraw { prefixes } => fx.announcer.withdraw(prefixes).await?,
+        Action::Withdraw { prefixes } => {
+            fx.announcer.withdraw(prefixes).await?;
+            // No longer this PE's VM: its delivery route goes (an override for the same
+            // prefix, if this PE is now the source, is left alone).
+            fx.dataplane.remove_delivery_routes(prefixes).await?;
+        }
         Action::Notify(notice) => match notice {
             Notice::SwitchOverPeer { api_url } => {
                 fx.notifier.switchover(api_url, cmd.migration.as_str())
@@ -504,6 +643,7 @@ mod tests {
             source: "10.0.23.2".parse().unwrap(),
             underlay: None,
             pool: "169.254.0.0/16".parse().unwrap(),
+            vm_interface: None,
         }
     }
 
@@ -547,5 +687,60 @@ mod tests {
         assert_eq!(o[0].gateway, Some(dst.address));
         assert_eq!(o[1].gateway, None);
         assert_eq!(o[0].via, Naming::link_name(&vx(4242, "10.0.23.3")));
+    }
+
+    #[test]
+    fn delivery_routes_are_on_link_on_the_vm_interface_and_need_one() {
+        let p: Vec<IpNetwork> = vec![
+            "10.10.0.5/32".parse().unwrap(),
+            "2001:db8:10::5/128".parse().unwrap(),
+        ];
+        assert!(naming().delivery_routes(&p).is_empty(), "none configured");
+        let n = Naming {
+            vm_interface: Some("eth3".into()),
+            ..naming()
+        };
+        let r = n.delivery_routes(&p);
+        assert_eq!(r.len(), 2);
+        for o in &r {
+            assert_eq!(o.via, "eth3");
+            assert_eq!(o.gateway, None);
+        }
+        assert_eq!(r[0].prefix, to_prefix(p[0]));
+    }
+
+    #[test]
+    fn delivery_prefixes_cover_delivering_and_announcing_but_yield_to_overrides() {
+        use migroute_orchestration::pe::{DesiredPath, DesiredRoute, MigrationId};
+        let t = vx(7, "10.0.23.2");
+        let id = MigrationId::new("m1").unwrap();
+        let path = |p: &str| DesiredPath {
+            migration: id.clone(),
+            prefix: p.parse().unwrap(),
+            tunnel: t,
+        };
+        let attrs = migroute_orchestration::pe::RouteAttrs::default();
+        let route = |p: &str| DesiredRoute {
+            migration: id.clone(),
+            prefix: p.parse().unwrap(),
+            attrs: attrs.clone(),
+        };
+        let d = DesiredState {
+            deliveries: vec![path("10.10.0.5/32")],
+            // Announced by a torn-down move (the VM lives here), and one this PE now
+            // overrides as the source of a newer move.
+            routes: vec![
+                route("10.10.0.5/32"),
+                route("10.10.0.6/32"),
+                route("10.10.0.7/32"),
+            ],
+            overrides: vec![path("10.10.0.7/32")],
+            ..DesiredState::default()
+        };
+        let got: Vec<String> = delivery_prefixes(&d)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(got, ["10.10.0.5/32", "10.10.0.6/32"]);
     }
 }

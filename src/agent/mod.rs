@@ -111,6 +111,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     if cfg.api.tls_cert.is_some() {
         return Err(AgentError::NoTls);
     }
+    if cfg.pe.vm_interface.is_none() {
+        tracing::warn!(
+            "no pe.vm_interface: as a destination this PE delivers by its FIB, which a host \
+             route of an earlier move may point back at the source"
+        );
+    }
     // No peers: record routes without sending them (labs, dry runs).
     let speaker = if cfg.bgp.peers.is_empty() {
         tracing::warn!("no [[bgp.peers]]: routes are recorded, not announced");

@@ -54,6 +54,13 @@ pub struct PeConfig {
     /// the destination the odd one, so no negotiation is needed.
     #[serde(default = "default_inside_pool")]
     pub tunnel_inside_pool: Ipv4Network,
+    /// The interface towards the data center the VMs live in (`eth3` on the lab's
+    /// pe-a/pe-b). As a destination the agent routes the VM's host routes out of it in
+    /// migroute's table, so delivery never depends on what BGP put in `main` (a host
+    /// route of an earlier move would send the traffic back to the source). Without it
+    /// the destination relies on its FIB, as before.
+    #[serde(default)]
+    pub vm_interface: Option<String>,
 }
 
 fn default_inside_pool() -> Ipv4Network {

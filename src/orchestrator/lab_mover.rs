@@ -32,9 +32,9 @@ use serde_json::Value;
 
 /// The community migroute's plans tag host routes with (besides NO_EXPORT).
 const COMMUNITY: &str = "65000:100";
-/// pe-in's community list and outbound route map towards pe-a's and pe-b's FRR.
-const MIGROUTE_LIST: &str = "MIGROUTE-HOST-ROUTES";
-const TO_FRR_PES: &str = "MIGROUTE-NOT-TO-PES";
+/// pe-a's and pe-b's interface towards their data center (the VM's side): the
+/// agents' `vm_interface`, where a destination's delivery route leads.
+const VM_INTERFACE: &str = "eth3";
 /// The API port of both agents (each on its own PE's loopback, so no clash).
 const API_PORT: u16 = 8179;
 /// One `migrate` may take: prepare + pre-copy + pause + announce + convergence hold +
@@ -156,6 +156,7 @@ router_id = "{uplink}"
 loopback = "{loopback}"
 tunnel_source = "{tunnel}"
 tunnel_inside_pool = "169.254.0.0/16"
+vm_interface = "{VM_INTERFACE}"
 [api]
 listen = "{loopback}:{API_PORT}"
 token_file = "{token}"
@@ -237,29 +238,15 @@ local_address = "{uplink}"
     }
 
     /// Adds (or with `remove`, deletes) the agents as route-reflector clients of the
-    /// ingress PE, with the lab's fast timers, and keeps migroute's host routes from
-    /// being reflected to the PEs' own FRR.
+    /// ingress PE, with the lab's fast timers.
     ///
-    /// Why the filter: after A→B, pe-b's agent announces the VM's /32; reflected to
-    /// pe-a's FRR it becomes a kernel route on pe-a *towards pe-b*. On the way back
-    /// (B→A) pe-a is the destination and must deliver what arrives through the tunnel
-    /// to its own data center, but its FIB sends it back to pe-b, which sends it into
-    /// the tunnel again, until pe-b's withdraw reaches pe-a through the reflector: a
-    /// loop of ~150 ms right after the pause, measured as loss outside the pause. The
-    /// PEs' FRR need no host route of the VM subnet (it is theirs, connected); the
-    /// ingress, which does, still gets every one.
+    /// pe-in reflects the agents' host routes to pe-a's and pe-b's FRR too: right after
+    /// A→B pe-a's FIB holds pe-b's /32 of the VM. On the way back (B→A) pe-a is the
+    /// destination, and the agent's delivery route (the VM's /32 out of `eth3`, in
+    /// migroute's table, ahead of `main`) is what keeps pe-a from sending the traffic
+    /// that leaves the tunnel back to pe-b; no filter is needed here.
     fn ingress_neighbours(&self, lab: &Lab, remove: bool) -> Result<(), ScenarioError> {
         let mut lines = vec!["configure terminal".to_string()];
-        if !remove {
-            lines.extend([
-                format!("bgp community-list standard {MIGROUTE_LIST} permit {COMMUNITY}"),
-                format!("route-map {TO_FRR_PES} deny 10"),
-                format!("match community {MIGROUTE_LIST}"),
-                "exit".into(),
-                format!("route-map {TO_FRR_PES} permit 20"),
-                "exit".into(),
-            ]);
-        }
         lines.push(format!("router bgp {}", self.site.asn));
         for pe in [&self.pe_a, &self.pe_b] {
             let n = format!("neighbor {}", pe.uplink);
@@ -271,26 +258,15 @@ local_address = "{uplink}"
                 lines.push(format!("{n} timers connect 1"));
             }
         }
-        lines.push("address-family ipv4 unicast".into());
-        for pe in [&self.pe_a, &self.pe_b] {
-            let no = if remove { "no " } else { "" };
-            if !remove {
+        if !remove {
+            lines.push("address-family ipv4 unicast".into());
+            for pe in [&self.pe_a, &self.pe_b] {
                 lines.push(format!("neighbor {} activate", pe.uplink));
                 lines.push(format!("neighbor {} route-reflector-client", pe.uplink));
             }
-            lines.push(format!(
-                "{no}neighbor {} route-map {TO_FRR_PES} out",
-                pe.loopback
-            ));
+            lines.push("exit-address-family".into());
         }
-        lines.push("exit-address-family".into());
         lines.push("exit".into());
-        if remove {
-            lines.push(format!("no route-map {TO_FRR_PES}"));
-            lines.push(format!(
-                "no bgp community-list standard {MIGROUTE_LIST} permit {COMMUNITY}"
-            ));
-        }
         lines.push("end".into());
         let action = if remove {
             "remove the agents' sessions"
@@ -435,18 +411,41 @@ rollback_step_ms = 15000
         Ok(report)
     }
 
-    /// migroute's kernel objects in a node: `mr-*` links and proto-245 routes.
-    fn leftovers(lab: &Lab, node: &str) -> Result<String, ScenarioError> {
+    /// migroute's kernel objects in a node: `mr-*` links and proto-245 routes, except,
+    /// with `delivering`, the delivery routes out of the VM interface (the VM's site
+    /// keeps them while its agent announces the VM).
+    fn leftovers(lab: &Lab, node: &str, delivering: bool) -> Result<String, ScenarioError> {
         let out = lab.sh(
             node,
             "ip -o link show | grep -o 'mr-[^:@ ]*' || true; \
              ip route show table all proto 245; ip -6 route show table all proto 245",
         )?;
-        Ok(out.trim().to_string())
+        let delivery = format!(" dev {VM_INTERFACE} ");
+        let kept = |l: &str| delivering && l.contains(&delivery);
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !kept(l))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    /// Removes migroute's routes from both PEs once the agents are gone: the last
+    /// destination's delivery route outlives its agent and would steer the other
+    /// modes' traffic to a data center the VM may have left.
+    fn flush_routes(&self, lab: &Lab) -> Result<(), ScenarioError> {
+        for pe in [&self.pe_a, &self.pe_b] {
+            lab.sh(
+                &pe.node,
+                "ip route flush table all proto 245 2>/dev/null || true; \
+                 ip -6 route flush table all proto 245 2>/dev/null || true",
+            )?;
+        }
+        Ok(())
     }
 
     /// What a completed migration promises, checked in the kernel: nothing of
-    /// migroute's left on either PE, and the ingress PE forwarding the VM's address to
+    /// migroute's left on either PE but the new site's delivery route, and the ingress PE forwarding the VM's address to
     /// the PE of the VM's new site.
     /// `None`: before the first move (VM at site A, no host route announced).
     fn check_converged(
@@ -465,7 +464,8 @@ rollback_step_ms = 15000
         loop {
             let mut wrong = Vec::new();
             for pe in [&self.pe_a, &self.pe_b] {
-                let left = Self::leftovers(lab, &pe.node)?;
+                let delivering = direction.is_some() && pe.uplink == next_hop;
+                let left = Self::leftovers(lab, &pe.node, delivering)?;
                 if !left.is_empty() {
                     wrong.push(format!(
                         "{} keeps migroute objects: {}",
@@ -541,6 +541,7 @@ impl Mover for MigrouteMover {
             lab.move_link_end(&s.dc_b, &s.port, &s.dc_a)?;
         }
         self.stop_agents();
+        self.flush_routes(lab)?;
         self.dir = lab.state_dir().join("migroute-scenario");
         let _ = std::fs::remove_dir_all(&self.dir);
         std::fs::create_dir_all(&self.dir).map_err(|source| ScenarioError::Write {
@@ -592,6 +593,7 @@ impl Mover for MigrouteMover {
 
     fn finish(&mut self, lab: &Lab) -> Result<(), ScenarioError> {
         self.stop_agents();
+        self.flush_routes(lab)?;
         self.ingress_neighbours(lab, true)?;
         // The agents' host route leaves pe-in with their sessions.
         let host = Prefix::host(self.site.vm_v4);

@@ -187,6 +187,49 @@ pub async fn remove_batch(handle: &NetlinkHandle, prefixes: &[Prefix]) -> Result
     Ok(())
 }
 
+/// `ip route del PREFIX dev OIF table migroute proto migroute`: deletes the route only
+/// if it leaves through `oif`.
+///
+/// Why the device: the destination's delivery route (the VM's host route on-link on the
+/// data-center-facing interface) shares table and prefix with the override the same PE
+/// installs when it later becomes the source of the next move. Deleting by prefix alone
+/// would take that override away; with the oif the kernel matches only the delivery
+/// route and answers ESRCH otherwise, which [`remove_via`] treats as "already gone".
+pub fn delete_via_request(prefix: Prefix, oif: u32) -> Request {
+    let mut m = route_message(prefix, oif, None);
+    m.header.scope = RouteScope::NoWhere;
+    Request::new(RouteNetlinkMessage::DelRoute(m), FLAGS_ACK)
+}
+
+/// Removes the routes of `prefixes` that leave through device `dev`, pipelined; routes
+/// through another device (an override into a tunnel) stay, and a missing route or a
+/// missing device is not an error (nothing can leave through it).
+pub async fn remove_via(handle: &NetlinkHandle, prefixes: &[Prefix], dev: &str) -> Result<()> {
+    let Some(oif) = link::index_of(handle, dev).await? else {
+        return Ok(());
+    };
+    let reqs = prefixes
+        .iter()
+        .map(|p| delete_via_request(*p, oif))
+        .collect();
+    let results = handle.execute_batch(reqs).await;
+    for (p, r) in prefixes.iter().zip(results) {
+        match r {
+            Ok(()) => {}
+            Err(e) if is_enoent(&e) => {}
+            Err(source) => {
+                return Err(Error::RouteDelete {
+                    netns: handle.netns().clone(),
+                    table: TABLE,
+                    prefix: *p,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes routes as `list` observed them (any table), pipelined.
 pub async fn remove_observed(handle: &NetlinkHandle, routes: &[OwnedRoute]) -> Result<()> {
     let reqs = routes
@@ -271,6 +314,26 @@ mod tests {
         assert_eq!(m.header.destination_prefix_length, 128);
         assert_eq!(m.header.scope, RouteScope::Link);
         assert!(!m.header.flags.contains(RouteFlags::Onlink));
+    }
+
+    #[test]
+    fn delete_via_request_names_prefix_table_protocol_and_device() {
+        let req = delete_via_request("10.10.0.5/32".parse().unwrap(), 9);
+        assert_eq!(req.flags, FLAGS_ACK);
+        let bytes = req.to_bytes();
+        let nl = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).unwrap();
+        let m = match nl.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(m.header.protocol, RouteProtocol::Other(PROTOCOL));
+        assert_eq!(m.header.destination_prefix_length, 32);
+        assert!(m.attributes.contains(&RouteAttribute::Table(TABLE)));
+        assert!(m.attributes.contains(&RouteAttribute::Oif(9)));
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Gateway(_))));
     }
 
     #[test]
