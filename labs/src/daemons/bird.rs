@@ -5,10 +5,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{BgpSession, NodeCtx};
+use std::time::Duration;
+
+use super::{poll_until, BgpSession, NodeCtx};
 use crate::cmd;
 use crate::error::{LabError, Result};
 use crate::netns;
+use crate::state::{pid_alive_as, read_pid};
 
 /// Starts BIRD in the node.
 pub fn start(ctx: &NodeCtx, config: &Path) -> Result<()> {
@@ -28,6 +31,19 @@ pub fn start(ctx: &NodeCtx, config: &Path) -> Result<()> {
             other => other.to_string(),
         },
     })?;
+    // The parent returns once the config checks; the daemonized child writes the pid
+    // file a moment later. `status` and `down` find BIRD by that file, so `up` waits.
+    let pid_file = ctx.dir.join("bird.pid");
+    if !poll_until(Duration::from_secs(5), || {
+        read_pid(&pid_file).is_some_and(|p| pid_alive_as(p, "bird"))
+    }) {
+        return Err(LabError::DaemonStart {
+            node: ctx.node.clone(),
+            daemon: "bird".into(),
+            field: "binds (bird.conf)",
+            detail: format!("no live bird behind {} within 5 s", pid_file.display()),
+        });
+    }
     Ok(())
 }
 

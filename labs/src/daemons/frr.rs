@@ -7,10 +7,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{log_tail, user_ids, BgpSession, NodeCtx};
+use std::time::Duration;
+
+use super::{log_tail, poll_until, user_ids, BgpSession, NodeCtx};
 use crate::cmd;
 use crate::error::{LabError, Result};
 use crate::netns;
+use crate::state::{pid_alive_as, read_pid};
 
 /// Where the distribution installs FRR's daemons.
 pub const FRR_BIN_DIR: &str = "/usr/lib/frr";
@@ -126,6 +129,21 @@ pub fn start(ctx: &NodeCtx, config: &Path, daemons_file: Option<&Path>) -> Resul
                 detail.push_str(&format!("; log: {tail}"));
             }
             return Err(fail(d, field, detail));
+        }
+        // `-d` forks; the child writes the pid file that `status` and `down` rely on.
+        let pid_file = ctx.dir.join(format!("{d}.pid"));
+        if !poll_until(Duration::from_secs(5), || {
+            read_pid(&pid_file).is_some_and(|p| pid_alive_as(p, d))
+        }) {
+            return Err(fail(
+                d,
+                field,
+                format!(
+                    "no live {d} behind {} within 5 s; log: {}",
+                    pid_file.display(),
+                    log_tail(&log, 5)
+                ),
+            ));
         }
     }
     let mut c = Command::new("vtysh");
