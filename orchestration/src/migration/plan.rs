@@ -96,7 +96,7 @@ pub enum HypervisorPlan {
 }
 
 fn default_lab_pause_ms() -> u64 {
-    300
+    100
 }
 
 /// How a hypervisor lets us order the source's switchover before the VM's resume.

@@ -1035,7 +1035,7 @@ fn plan_json_shape_and_agent_specs() {
     assert_eq!(p.hypervisor.quiesce_style(), QuiesceStyle::Hook);
     assert!(matches!(
         p.hypervisor,
-        HypervisorPlan::Lab { pause_ms: 300, .. }
+        HypervisorPlan::Lab { pause_ms: 100, .. }
     ));
     let src = p.agent_spec(Role::Source);
     let dst = p.agent_spec(Role::Destination);
