@@ -217,3 +217,34 @@ fn shutdown_communication_is_shown_and_can_be_crafted() {
     assert_eq!(objs[0]["shutdown_message"], "moving vm42");
     assert_eq!(objs[0]["code"], 6);
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_decode_quietly() {
+    // 20,000 OPENs decode to ~8 MiB of JSON, far beyond a pipe's buffer: `decode | head`.
+    let input = OPEN.repeat(20_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_migroute"))
+        .args(["bgp", "decode", "--hex"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn migroute");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc_sigpipe()), "{:?}", out.status);
+}
+
+fn libc_sigpipe() -> i32 {
+    nix::sys::signal::Signal::SIGPIPE as i32
+}

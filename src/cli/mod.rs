@@ -70,7 +70,27 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// Commands that print a listing and end: piped into `head`, they should stop quietly
+/// when the reader goes away, as `ip` or `ls` do, instead of panicking on EPIPE. Long-
+/// running commands (agent, orchestrator, speaker, labs) keep Rust's default of ignoring
+/// SIGPIPE, so a closed socket is an error they handle, never a silent death.
+fn prints_and_exits(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Tunnel(_) | Command::Bgp(bgp::BgpCommand::Decode(_) | bgp::BgpCommand::Encode(_))
+    )
+}
+
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    if prints_and_exits(&command) {
+        // SAFETY: called before any thread is spawned; SIG_DFL installs no handler code.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     match command {
         Command::Agent(args) => agent::run(args),
         Command::Bgp(cmd) => bgp::run(cmd),
