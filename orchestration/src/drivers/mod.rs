@@ -43,6 +43,8 @@
 mod agent;
 mod hypervisor;
 mod none_storage;
+pub mod qemu_mirror;
+pub mod qmp;
 mod storage;
 
 pub use agent::{AgentError, AgentOp, AgentStatus, PeAgent};
@@ -51,6 +53,7 @@ pub use hypervisor::{
     ResumeImmediately,
 };
 pub use none_storage::NoneStorage;
+pub use qemu_mirror::QemuMirrorStorage;
 pub use storage::{Storage, StorageError, StorageEvent};
 
 /// Where a driver reports what happens during a long-running call. The runtime

@@ -129,12 +129,18 @@ pub enum StoragePlan {
     /// Nothing to replicate: the storage phases are skipped.
     #[default]
     None,
-    /// A QEMU block mirror (drive-mirror / blockdev-mirror) to the destination.
-    QemuMirror {
-        /// The guest disk, e.g. `vda`.
-        device: String,
-        /// Where the mirror writes, e.g. `nbd://host-b:10809/vda`.
-        target: String,
+    /// A QEMU block mirror (`blockdev-mirror`) from the source QEMU to an NBD export
+    /// of the destination QEMU (or qemu-storage-daemon), driven over QMP.
+    QemuMirror(QemuMirrorPlan),
+    /// libvirt copies the disks itself during the migration (`virsh migrate
+    /// --copy-storage-all`): the storage driver does nothing and the libvirt hypervisor
+    /// driver reads this section.
+    LibvirtCopy {
+        /// Whether guest writes are mirrored synchronously during the copy
+        /// (libvirt's `VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES`), so the copy converges
+        /// under a write-heavy guest.
+        #[serde(default)]
+        synchronous_writes: bool,
     },
     /// A DRBD resource replicated between the two sites.
     Drbd {
@@ -148,6 +154,144 @@ impl StoragePlan {
     pub fn is_none(&self) -> bool {
         matches!(self, StoragePlan::None)
     }
+}
+
+/// `[storage] kind = "qemu-mirror"`: which disk, where it goes, and how to reach both
+/// QEMUs. Example:
+///
+/// ```toml
+/// [storage]
+/// kind = "qemu-mirror"
+/// device = "vda"
+/// target = "nbd://192.0.2.2:10809/vda"
+/// source_qmp = "unix:/run/qemu/vm1.qmp"
+/// destination_qmp = "tcp:host-b:4444"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuMirrorPlan {
+    /// The guest disk's block node (node-name or drive id) at the source, e.g. `vda`.
+    pub device: String,
+    /// The NBD export the source writes to: `nbd://host:port/export` or
+    /// `nbd+unix:///export?socket=/path`. The driver creates that export at the
+    /// destination.
+    pub target: String,
+    /// The source QEMU's QMP monitor: `unix:/path` (or a bare path) or `tcp:host:port`.
+    pub source_qmp: String,
+    /// The destination QEMU's (or qemu-storage-daemon's) QMP monitor.
+    pub destination_qmp: String,
+    /// The block node exported at the destination; defaults to `device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_node: Option<String>,
+    /// Where the destination's NBD server listens (`host:port` or `unix:/path`), when
+    /// it differs from the target's address (e.g. `0.0.0.0:10809` behind NAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbd_listen: Option<String>,
+    /// How to switch to synchronous replication.
+    #[serde(default)]
+    pub switch_method: SwitchMethod,
+    /// Block job (and export) id; defaults to `migroute-<device>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+impl QemuMirrorPlan {
+    /// A plan with the required fields and every default.
+    pub fn new(
+        device: impl Into<String>,
+        target: impl Into<String>,
+        source_qmp: impl Into<String>,
+        destination_qmp: impl Into<String>,
+    ) -> Self {
+        QemuMirrorPlan {
+            device: device.into(),
+            target: target.into(),
+            source_qmp: source_qmp.into(),
+            destination_qmp: destination_qmp.into(),
+            destination_node: None,
+            nbd_listen: None,
+            switch_method: SwitchMethod::default(),
+            job_id: None,
+        }
+    }
+
+    /// The block job's id (also the destination export's id).
+    pub fn job_id(&self) -> String {
+        self.job_id
+            .clone()
+            .unwrap_or_else(|| format!("migroute-{}", self.device))
+    }
+
+    /// The node exported at the destination.
+    pub fn destination_node(&self) -> &str {
+        self.destination_node.as_deref().unwrap_or(&self.device)
+    }
+
+    fn validate(&self) -> Result<(), PlanError> {
+        non_empty("storage.device", &self.device)?;
+        non_empty("storage.target", &self.target)?;
+        crate::drivers::qemu_mirror::NbdTarget::parse(&self.target)
+            .map_err(|reason| invalid("storage.target", reason))?;
+        for (field, v) in [
+            ("storage.source_qmp", &self.source_qmp),
+            ("storage.destination_qmp", &self.destination_qmp),
+        ] {
+            if crate::drivers::qmp::Endpoint::parse(v).is_none() {
+                return Err(invalid(
+                    field,
+                    format!("{v:?} is not unix:/path, /path or tcp:host:port"),
+                ));
+            }
+        }
+        if self.source_qmp == self.destination_qmp {
+            return Err(invalid(
+                "storage.destination_qmp",
+                "is the source's monitor: the mirror would copy onto itself",
+            ));
+        }
+        if let Some(n) = &self.destination_node {
+            non_empty("storage.destination_node", n)?;
+        }
+        if let Some(l) = &self.nbd_listen {
+            crate::drivers::qemu_mirror::NbdTarget::parse_listen(l)
+                .map_err(|reason| invalid("storage.nbd_listen", reason))?;
+        }
+        let id = self.job_id();
+        let well_formed = id.len() < 32 - "-target".len()
+            && id.starts_with(|c: char| c.is_ascii_alphabetic())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !well_formed {
+            let field = if self.job_id.is_some() {
+                "storage.job_id"
+            } else {
+                "storage.device"
+            };
+            return Err(invalid(
+                field,
+                format!("job id {id:?}: QEMU needs a letter first, then letters, digits, '-', '_', '.', under 25 characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How [`QemuMirrorPlan`] switches the mirror from background copying to
+/// write-blocking (synchronous) mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwitchMethod {
+    /// `change-job` when the source QEMU has `block-job-change` (QEMU ≥ 8.2, probed
+    /// with `query-qmp-schema`), else `restart-job`.
+    #[default]
+    Auto,
+    /// `block-job-change` to `copy-mode: write-blocking` on the running job.
+    ChangeJob,
+    /// The QEMU 7.2 way: cancel the READY background job (which leaves the target
+    /// consistent) and start a write-blocking mirror with `sync: none`. Writes between
+    /// the two are not mirrored: the caller must pause the guest around the switch.
+    RestartJob,
 }
 
 /// What to do with a migration found unfinished when the orchestrator restarts.
@@ -335,10 +479,8 @@ impl MigrationPlan {
         }
         match &self.storage {
             StoragePlan::None => {}
-            StoragePlan::QemuMirror { device, target } => {
-                non_empty("storage.device", device)?;
-                non_empty("storage.target", target)?;
-            }
+            StoragePlan::QemuMirror(p) => p.validate()?,
+            StoragePlan::LibvirtCopy { .. } => {}
             StoragePlan::Drbd { resource } => non_empty("storage.resource", resource)?,
         }
         let t = &self.timeouts;
@@ -426,5 +568,89 @@ fn spec_field(e: &SpecError) -> &'static str {
         }
         SpecError::BadVni(_) => "tunnel.vni",
         SpecError::NoPeerApi => "source.agent_url",
+    }
+}
+
+#[cfg(test)]
+mod storage_plan_tests {
+    use super::*;
+
+    fn storage(json: &str) -> Result<StoragePlan, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn qemu_mirror_shape_defaults_and_round_trip() {
+        let s = storage(
+            r#"{"kind": "qemu-mirror", "device": "vda", "target": "nbd://192.0.2.2:10809/vda",
+                "source_qmp": "unix:/run/a.qmp", "destination_qmp": "tcp:host-b:4444"}"#,
+        )
+        .unwrap();
+        let StoragePlan::QemuMirror(p) = &s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(p.switch_method, SwitchMethod::Auto);
+        assert_eq!(p.job_id(), "migroute-vda");
+        assert_eq!(p.destination_node(), "vda");
+        assert_eq!(p.validate(), Ok(()));
+        let again = storage(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+        let forced = storage(
+            r#"{"kind": "qemu-mirror", "device": "vda", "target": "nbd://b/vda",
+                "source_qmp": "/run/a.qmp", "destination_qmp": "/run/b.qmp",
+                "switch_method": "restart-job", "destination_node": "disk0"}"#,
+        )
+        .unwrap();
+        assert!(matches!(forced, StoragePlan::QemuMirror(QemuMirrorPlan {
+            switch_method: SwitchMethod::RestartJob, ref destination_node, ..
+        }) if destination_node.as_deref() == Some("disk0")));
+        assert!(storage(
+            r#"{"kind": "qemu-mirror", "device": "vda", "target": "nbd://b/vda",
+                "source_qmp": "/a", "destination_qmp": "/b", "sped": 1}"#
+        )
+        .is_err());
+        assert!(storage(r#"{"kind": "qemu-mirror", "device": "vda"}"#).is_err());
+    }
+
+    #[test]
+    fn qemu_mirror_validation_names_the_field() {
+        let ok = QemuMirrorPlan::new("vda", "nbd://b:10809/vda", "/run/a.qmp", "tcp:b:4444");
+        let field = |p: QemuMirrorPlan| match p.validate() {
+            Err(PlanError::Invalid { field, .. }) => field,
+            other => format!("{other:?}"),
+        };
+        let mut p = ok.clone();
+        p.target = "nbd://b:10809".into();
+        assert_eq!(field(p), "storage.target");
+        let mut p = ok.clone();
+        p.source_qmp = "a.qmp".into();
+        assert_eq!(field(p), "storage.source_qmp");
+        let mut p = ok.clone();
+        p.destination_qmp = p.source_qmp.clone();
+        assert_eq!(field(p), "storage.destination_qmp");
+        let mut p = ok.clone();
+        p.nbd_listen = Some("unix:".into());
+        assert_eq!(field(p), "storage.nbd_listen");
+        let mut p = ok.clone();
+        p.job_id = Some("1job".into());
+        assert_eq!(field(p), "storage.job_id");
+        let mut p = ok;
+        p.device = "a-disk-name-far-too-long-for-qemu".into();
+        assert_eq!(field(p), "storage.device");
+    }
+
+    #[test]
+    fn libvirt_copy_is_a_storage_kind() {
+        let s = storage(r#"{"kind": "libvirt-copy"}"#).unwrap();
+        assert_eq!(
+            s,
+            StoragePlan::LibvirtCopy {
+                synchronous_writes: false
+            }
+        );
+        assert!(!s.is_none());
+        let s = storage(r#"{"kind": "libvirt-copy", "synchronous_writes": true}"#).unwrap();
+        assert_eq!(storage(&serde_json::to_string(&s).unwrap()).unwrap(), s);
+        assert!(storage(r#"{"kind": "libvirt-copy", "sync": true}"#).is_err());
     }
 }

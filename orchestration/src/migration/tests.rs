@@ -26,10 +26,12 @@ pub(crate) fn plan(storage: bool, style: QuiesceStyle) -> MigrationPlan {
         },
     };
     let storage = if storage {
-        StoragePlan::QemuMirror {
-            device: "vda".into(),
-            target: "nbd://host-b:10809/vda".into(),
-        }
+        StoragePlan::QemuMirror(QemuMirrorPlan::new(
+            "vda",
+            "nbd://host-b:10809/vda",
+            "unix:/run/qemu/vm1.qmp",
+            "tcp:host-b:4444",
+        ))
     } else {
         StoragePlan::None
     };
