@@ -8,6 +8,7 @@ mod agent;
 mod api;
 mod cli;
 mod config;
+mod libvirt_hook;
 mod orchestrator;
 
 use clap::Parser;

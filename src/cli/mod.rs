@@ -5,6 +5,7 @@ pub mod agent;
 pub mod bgp;
 pub mod bgp_speak;
 pub mod lab;
+pub mod libvirt_hook;
 pub mod migrate;
 pub mod orchestrator;
 pub mod probe;
@@ -46,6 +47,8 @@ pub enum Command {
     /// Labs: bring containerlab topologies up in network namespaces.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// libvirt's qemu hook: prepares both agents before an incoming migration.
+    LibvirtHook(libvirt_hook::LibvirtHookArgs),
     /// One planned migration from a plan file: agents, hypervisor, storage, in order.
     Migrate(migrate::MigrateArgs),
     /// The orchestrator as a service: plans posted over REST, SSE progress.
@@ -95,6 +98,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args),
         Command::Bgp(cmd) => bgp::run(cmd),
         Command::Lab(cmd) => lab::run(cmd),
+        Command::LibvirtHook(args) => libvirt_hook::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Orchestrator(args) => orchestrator::run(args),
         Command::Probe(cmd) => probe::run(cmd),
