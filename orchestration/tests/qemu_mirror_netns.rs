@@ -13,7 +13,7 @@
 //! Needs root, `ip`, `tc` (tbf), `qemu-storage-daemon` and `qemu-img`.
 
 use migroute_orchestration::drivers::qmp::{Endpoint, QmpClient};
-use migroute_orchestration::drivers::{QemuMirrorStorage, Storage, StorageEvent};
+use migroute_orchestration::drivers::{QemuMirrorStorage, Storage, StorageError, StorageEvent};
 use migroute_orchestration::migration::{QemuMirrorPlan, SwitchMethod};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -180,14 +180,7 @@ impl Lab {
 
     fn stop_daemons(&mut self) {
         for pid in self.pids.drain(..) {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
+            stop(pid, "TERM");
         }
     }
 
@@ -207,6 +200,20 @@ impl Lab {
         QmpClient::connect(&Endpoint::Unix(self.p(&format!("{tag}-chk.qmp"))))
             .await
             .unwrap()
+    }
+}
+
+/// Signals `pid` and waits until it is gone (SIGKILL after 20 s).
+fn stop(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
 }
 
@@ -513,4 +520,60 @@ async fn abort_after_each_step_leaves_the_source_alone() {
     abort_after(AbortAfter::Switch, SwitchMethod::Auto).await;
     abort_after(AbortAfter::InSync, SwitchMethod::Auto).await;
     abort_after(AbortAfter::Switch, SwitchMethod::RestartJob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_loss_is_reported_and_abort_still_frees_the_source() {
+    if !can_run() {
+        return;
+    }
+    let size = 64 * MIB;
+    let mut lab = Lab::new();
+    make_image(&lab.path("src.img"), size, 5);
+    let before = std::fs::read(lab.path("src.img")).unwrap();
+    run(&[
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "raw",
+        &lab.p("dst.img"),
+        &size.to_string(),
+    ]);
+    lab.daemon(0, "src.img");
+    lab.daemon(1, "dst.img");
+    let driver = QemuMirrorStorage::new(&lab.plan(SwitchMethod::Auto)).unwrap();
+    let (events, mut rx) = sink();
+    driver.start_async(events).await.unwrap();
+    // The destination host dies in the middle of the bulk copy.
+    let dst = lab.pids.pop().unwrap();
+    stop(dst, "KILL");
+    let failed = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match rx.recv().await {
+                Some(StorageEvent::Failed { error }) => return error,
+                Some(_) => {}
+                None => panic!("event channel closed"),
+            }
+        }
+    })
+    .await
+    .expect("no Failed event after the destination died");
+    assert!(failed.contains("migroute-vda"), "{failed}");
+    // Abort frees the source, then reports the destination it cannot reach.
+    match driver.abort().await {
+        Err(StorageError::Connect { device, reason }) => {
+            assert_eq!(device, "vda");
+            assert!(reason.contains("destination"), "{reason}");
+        }
+        other => panic!("abort with the destination gone: {other:?}"),
+    }
+    let src = lab.checker(0).await;
+    assert_eq!(
+        src.execute("query-block-jobs", Value::Null).await.unwrap(),
+        json!([])
+    );
+    drop(driver);
+    lab.stop_daemons();
+    assert!(std::fs::read(lab.path("src.img")).unwrap() == before);
 }

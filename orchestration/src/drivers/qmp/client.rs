@@ -282,6 +282,9 @@ async fn drive<S>(
             },
         }
     };
+    // Closed before the waiters hear of it, so that `is_closed` is already true when
+    // they do.
+    requests.close();
     let err = failure.unwrap_or(QmpError::Closed {
         endpoint: endpoint.to_string(),
     });
@@ -291,5 +294,89 @@ async fn drive<S>(
     for (_, (_, tx)) in waiting.drain() {
         let _ = tx.send(Err(err.clone()));
     }
-    // Dropping `requests` makes `is_closed` true for every clone.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    /// A scripted QMP server on the other end of an in-memory pipe: greets, accepts
+    /// capabilities, then answers `query-block-jobs` after emitting an event, and
+    /// `boom` with an error, in the order the client sent them.
+    async fn fake_server(stream: tokio::io::DuplexStream) {
+        let (rd, mut wr) = tokio::io::split(stream);
+        let mut lines = BufReader::new(rd).lines();
+        wr.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": []}}\r\n")
+            .await
+            .unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let cmd: Value = serde_json::from_str(&line).unwrap();
+            let id = &cmd["id"];
+            let reply = match cmd["execute"].as_str().unwrap() {
+                "qmp_capabilities" => json!({"return": {}, "id": id}),
+                "query-block-jobs" => {
+                    let ev = json!({"event": "BLOCK_JOB_READY", "data": {"device": "mj"},
+                        "timestamp": {"seconds": 1, "microseconds": 2}});
+                    wr.write_all(format!("{ev}\r\n").as_bytes()).await.unwrap();
+                    json!({"return": [], "id": id})
+                }
+                _ => {
+                    json!({"error": {"class": "CommandNotFound", "desc": "The command boom has not been found"}, "id": id})
+                }
+            };
+            // Split each answer in two writes: the client must reassemble.
+            let text = format!("{reply}\r\n");
+            let (a, b) = text.split_at(text.len() / 2);
+            wr.write_all(a.as_bytes()).await.unwrap();
+            wr.flush().await.unwrap();
+            wr.write_all(b.as_bytes()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_events_errors_and_close_over_a_stream() {
+        let (client_end, server_end) = tokio::io::duplex(4096);
+        let server = tokio::spawn(fake_server(server_end));
+        let c = QmpClient::over(client_end, Endpoint::Unix("/fake.qmp".into()))
+            .await
+            .unwrap();
+        assert_eq!(c.greeting().version.major, 7);
+        let mut events = c.subscribe();
+        let (jobs, boom) = tokio::join!(
+            c.execute("query-block-jobs", Value::Null),
+            c.execute("boom", json!({"x": 1}))
+        );
+        assert_eq!(jobs.unwrap(), json!([]));
+        let err = boom.unwrap_err();
+        assert!(matches!(&err, QmpError::Command { command, source }
+            if command == "boom" && source.class == "CommandNotFound"));
+        assert_eq!(err.desc(), Some("The command boom has not been found"));
+        assert_eq!(events.recv().await.unwrap().name, "BLOCK_JOB_READY");
+        server.abort();
+        let _ = server.await;
+        let closed = c.execute("query-block-jobs", Value::Null).await;
+        assert!(matches!(closed, Err(QmpError::Closed { .. })), "{closed:?}");
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Endpoint::parse("unix:/run/a.qmp"),
+            Some(Endpoint::Unix("/run/a.qmp".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("/run/a.qmp"),
+            Some(Endpoint::Unix("/run/a.qmp".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("tcp:host-b:4444"),
+            Some(Endpoint::Tcp("host-b:4444".into()))
+        );
+        for bad in ["a.qmp", "tcp:host-b", "tcp::4444", "unix:"] {
+            assert_eq!(Endpoint::parse(bad), None, "{bad}");
+        }
+    }
 }
