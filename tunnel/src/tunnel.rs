@@ -1,7 +1,8 @@
 //! A tunnel as migroute wants it (`TunnelSpec`) and the steps that make it real:
 //! create and bring up the link, address its inside as a point-to-point /31 or /127,
-//! and for VXLAN add the FDB entry and the static neighbour of the peer so that the
-//! first packet after a switchover does not wait for ARP/ND.
+//! and for VXLAN add the FDB entry and the static neighbour of the peer (and, with an
+//! IPv4 inside, of the peer's IPv6 link-local too) so that the first packet after a
+//! switchover does not wait for ARP/ND.
 
 use std::net::IpAddr;
 
@@ -79,6 +80,38 @@ pub fn inside_mac(address: IpAddr) -> [u8; 6] {
         }
     };
     [0x02, 0x6d, tail[0], tail[1], tail[2], tail[3]]
+}
+
+/// The IPv6 next hop of an IPv4-inside VXLAN tunnel's end at `address`: the EUI-64
+/// link-local address of [`inside_mac`]`(address)`.
+///
+/// Why: an IPv6 host route into a tunnel whose inside is an IPv4 /31 still needs a next
+/// hop the sender can resolve without neighbour discovery (nobody on the tunnel owns
+/// the VM's address, so on-link ND for it would go unanswered). Each side installs its
+/// peer's link-local as a permanent neighbour next to the IPv4 one. It is also the
+/// address the kernel gives the peer's link under the default `addr_gen_mode` (EUI-64
+/// of its MAC), but forwarding does not depend on that: the frame carries the peer's
+/// MAC, and the peer routes by the packet's destination.
+pub fn inside_link_local(address: IpAddr) -> std::net::Ipv6Addr {
+    let m = inside_mac(address);
+    std::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
 }
 
 /// One tunnel as migroute wants it.
@@ -165,11 +198,14 @@ impl TunnelSpec {
         if let TunnelKind::Vxlan(v) = &self.kind {
             out.push(fdb_default_entry(ifindex, v.remote));
             if let Some(inside) = self.inside {
-                out.push(static_neighbour(
-                    ifindex,
-                    inside.peer(),
-                    inside_mac(inside.peer()),
-                ));
+                let (peer, mac) = (inside.peer(), inside_mac(inside.peer()));
+                out.push(static_neighbour(ifindex, peer, mac));
+                // IPv6 overrides into an IPv4-inside tunnel go via the peer's
+                // link-local (see [`inside_link_local`]).
+                if peer.is_ipv4() {
+                    let ll = IpAddr::V6(inside_link_local(peer));
+                    out.push(static_neighbour(ifindex, ll, mac));
+                }
             }
         }
         out
@@ -375,5 +411,90 @@ pub async fn delete(handle: &NetlinkHandle, name: &str) -> Result<()> {
             ifname: name.to_string(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_is_the_eui64_of_the_inside_mac() {
+        let a: IpAddr = "169.254.23.113".parse().unwrap();
+        assert_eq!(inside_mac(a), [0x02, 0x6d, 169, 254, 23, 113]);
+        // 02:6d:a9:fe:17:71 -> U/L bit flipped, ff:fe in the middle.
+        assert_eq!(
+            inside_link_local(a),
+            "fe80::6d:a9ff:fefe:1771"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn an_ipv4_inside_vxlan_gets_both_neighbours_of_its_peer() {
+        let spec = TunnelSpec::vxlan(
+            "mr-vx",
+            VxlanSpec::new(
+                7,
+                "10.0.23.2".parse().unwrap(),
+                "10.0.23.3".parse().unwrap(),
+            ),
+        )
+        .with_inside("169.254.0.14/31".parse().unwrap());
+        let neighbours: Vec<(IpAddr, Vec<u8>)> =
+            spec.follow_up_requests(9)
+                .into_iter()
+                .filter_map(|r| match r.message {
+                    RouteNetlinkMessage::NewNeighbour(n)
+                        if n.header.family != AddressFamily::Bridge =>
+                    {
+                        let mut dst = None;
+                        let mut mac = None;
+                        for a in n.attributes {
+                            match a {
+                                NeighbourAttribute::Destination(d) => dst = Some(match d {
+                                    netlink_packet_route::neighbour::NeighbourAddress::Inet(a) => {
+                                        IpAddr::V4(a)
+                                    }
+                                    netlink_packet_route::neighbour::NeighbourAddress::Inet6(a) => {
+                                        IpAddr::V6(a)
+                                    }
+                                    other => panic!("{other:?}"),
+                                }),
+                                NeighbourAttribute::LinkLayerAddress(m) => mac = Some(m),
+                                _ => {}
+                            }
+                        }
+                        Some((dst.unwrap(), mac.unwrap()))
+                    }
+                    _ => None,
+                })
+                .collect();
+        let peer: IpAddr = "169.254.0.15".parse().unwrap();
+        let mac = inside_mac(peer).to_vec();
+        assert_eq!(
+            neighbours,
+            [
+                (peer, mac.clone()),
+                (IpAddr::V6(inside_link_local(peer)), mac)
+            ]
+        );
+        // An IPv6 inside has its peer's IPv6 address already: one neighbour.
+        let v6 = TunnelSpec::vxlan(
+            "mr-vx",
+            VxlanSpec::new(
+                7,
+                "10.0.23.2".parse().unwrap(),
+                "10.0.23.3".parse().unwrap(),
+            ),
+        )
+        .with_inside("fd00::/127".parse().unwrap());
+        let n = v6
+            .follow_up_requests(9)
+            .iter()
+            .filter(|r| matches!(&r.message, RouteNetlinkMessage::NewNeighbour(n) if n.header.family == AddressFamily::Inet6))
+            .count();
+        assert_eq!(n, 1);
     }
 }

@@ -179,6 +179,62 @@ async fn ipv6_host_override_over_ipv6_vxlan() {
     assert!(!ping(&p.a, "2001:db8:10::5"));
 }
 
+/// An IPv4-inside VXLAN carries IPv6 host routes too: via the peer's inside
+/// link-local, a permanent neighbour, so nothing has to answer neighbour discovery for
+/// the VM's own address on the tunnel.
+#[tokio::test]
+async fn ipv6_host_override_over_an_ipv4_inside_vxlan_goes_via_the_peers_link_local() {
+    if !can_run("ipv6_host_override_over_an_ipv4_inside_vxlan_goes_via_the_peers_link_local") {
+        return;
+    }
+    let p = Pair::new("v6in4");
+    let (a, b) = handles(&p).await;
+    vxlan_pair(&a, &b).await;
+    let ll = tunnel::inside_link_local(ip("192.168.255.1"));
+    let neigh = sh(&["ip", "-n", &p.a, "-6", "neigh", "show", "dev", "mr-vx"]);
+    assert!(
+        neigh.contains(&format!("{ll} lladdr 02:6d:c0:a8:ff:01 PERMANENT")),
+        "{neigh}"
+    );
+    sh(&[
+        "ip",
+        "-n",
+        &p.b,
+        "addr",
+        "add",
+        "2001:db8:10::5/128",
+        "dev",
+        "lo",
+    ]);
+    assert!(
+        !ping(&p.a, "2001:db8:10::5"),
+        "reachable before the override"
+    );
+    let o =
+        Override::new("2001:db8:10::5/128".parse().unwrap(), "mr-vx").with_gateway(IpAddr::V6(ll));
+    override_route::replace(&a, &o).await.unwrap();
+    let before = counters::read(&a, "mr-vx").await.unwrap();
+    // The first answers may wait for the fresh links' own IPv6 set-up (the reply
+    // leaves b by the veth, whose neighbour discovery starts now): poll.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !ping(&p.a, "2001:db8:10::5") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "IPv6 override did not steer"
+        );
+    }
+    let d = counters::read(&a, "mr-vx").await.unwrap().since(&before);
+    assert!(
+        d.tx_packets >= 1,
+        "ping did not go through the tunnel: {d:?}"
+    );
+    override_route::remove(&a, o.prefix).await.unwrap();
+    assert!(
+        !ping(&p.a, "2001:db8:10::5"),
+        "still reachable after removal"
+    );
+}
+
 #[tokio::test]
 async fn create_and_replace_are_idempotent() {
     if !can_run("create_and_replace_are_idempotent") {
