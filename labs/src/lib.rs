@@ -9,6 +9,7 @@
 mod cmd;
 pub mod daemons;
 pub mod error;
+pub mod kvm;
 pub mod lab;
 pub mod link_move;
 pub mod netns;

@@ -48,6 +48,8 @@ pub mod qmp;
 mod storage;
 
 pub use agent::{AgentError, AgentOp, AgentStatus, PeAgent};
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
 pub use hypervisor::{
     GateDecision, Hypervisor, HypervisorError, HypervisorEvent, MigrationProgress, QuiesceGate,
     ResumeImmediately,

@@ -96,7 +96,7 @@ pub use event::{Event, EventKind};
 pub use machine::{ErrorRecord, Flags, Migration, Report, Status, Touched};
 pub use phase::Phase;
 pub use plan::{
-    AgentPlan, HypervisorPlan, MigrationPlan, MigrationPolicy, OnRestart, PlanError,
+    AgentPlan, CopyStorage, HypervisorPlan, MigrationPlan, MigrationPolicy, OnRestart, PlanError,
     QemuMirrorPlan, QuiesceStyle, StoragePlan, SwitchMethod, Timeouts, VmPlan,
 };
 pub use timing::{phase_timings, Marks, PhaseTiming, Transition};

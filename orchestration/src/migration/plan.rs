@@ -92,7 +92,50 @@ pub enum HypervisorPlan {
         /// Downtime libvirt may use for stop-and-copy.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_downtime_ms: Option<u64>,
+        /// The destination as the *source's* libvirtd reaches it for the peer-to-peer
+        /// migration (e.g. `qemu+tcp://10.0.0.2/system`), when it differs from how the
+        /// orchestrator reaches it (`destination_uri`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer_uri: Option<String>,
+        /// Where the migration data stream goes (libvirt's migrate URI, e.g.
+        /// `tcp://10.0.0.2`): picks the network the memory and disks cross.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        migrate_uri: Option<String>,
+        /// Address the destination listens on for the incoming data (and NBD) stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        listen_address: Option<String>,
+        /// Bandwidth cap of the migration stream, MiB/s (libvirt's default: unlimited).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bandwidth_mib_s: Option<u64>,
+        /// Whether libvirt copies the disks along (NON_SHARED_DISK / _INC): the
+        /// "libvirt-copy" storage path, when the sites share no storage.
+        #[serde(default, skip_serializing_if = "CopyStorage::is_none")]
+        copy_storage: CopyStorage,
+        /// Encrypt the migration stream with libvirt's TLS (needs certificates).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tls: bool,
     },
+}
+
+/// Which disks libvirt copies during a [`HypervisorPlan::Libvirt`] migration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyStorage {
+    /// Shared storage, or another driver moves the disks.
+    #[default]
+    None,
+    /// Copy every disk whole (VIR_MIGRATE_NON_SHARED_DISK).
+    All,
+    /// Copy only the top image of each disk, its backing chain being at the
+    /// destination already (VIR_MIGRATE_NON_SHARED_INC).
+    Inc,
+}
+
+impl CopyStorage {
+    /// Whether no disk is copied.
+    pub fn is_none(&self) -> bool {
+        matches!(self, CopyStorage::None)
+    }
 }
 
 fn default_lab_pause_ms() -> u64 {
@@ -460,6 +503,11 @@ impl MigrationPlan {
                 destination_uri,
                 domain,
                 max_downtime_ms,
+                peer_uri,
+                migrate_uri,
+                listen_address,
+                bandwidth_mib_s,
+                ..
             } => {
                 non_empty("hypervisor.source_uri", source_uri)?;
                 non_empty("hypervisor.destination_uri", destination_uri)?;
@@ -474,6 +522,18 @@ impl MigrationPlan {
                 }
                 if *max_downtime_ms == Some(0) {
                     return Err(invalid("hypervisor.max_downtime_ms", "must be above 0"));
+                }
+                if *bandwidth_mib_s == Some(0) {
+                    return Err(invalid("hypervisor.bandwidth_mib_s", "must be above 0"));
+                }
+                for (field, v) in [
+                    ("hypervisor.peer_uri", peer_uri),
+                    ("hypervisor.migrate_uri", migrate_uri),
+                    ("hypervisor.listen_address", listen_address),
+                ] {
+                    if let Some(v) = v {
+                        non_empty(field, v)?;
+                    }
                 }
             }
         }

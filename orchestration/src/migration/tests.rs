@@ -23,6 +23,12 @@ pub(crate) fn plan(storage: bool, style: QuiesceStyle) -> MigrationPlan {
             destination_uri: "qemu+ssh://host-b/system".into(),
             domain: None,
             max_downtime_ms: Some(300),
+            peer_uri: None,
+            migrate_uri: None,
+            listen_address: None,
+            bandwidth_mib_s: None,
+            copy_storage: CopyStorage::None,
+            tls: false,
         },
     };
     let storage = if storage {

@@ -1,0 +1,118 @@
+//! The guest's libvirt domain definition.
+
+use std::path::PathBuf;
+
+use super::{Accel, GuestImage};
+
+/// What the domain XML needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestSpec {
+    /// Domain name.
+    pub name: String,
+    /// The emulator (the private QEMU's wrapper).
+    pub emulator: PathBuf,
+    /// Kernel and initramfs.
+    pub image: GuestImage,
+    /// The qcow2 disk, as a path inside the libvirtd's mount namespace.
+    pub disk: PathBuf,
+    /// The bridge the NIC's tap joins (in the site's namespace).
+    pub bridge: String,
+    /// Guest memory, MiB.
+    pub memory_mib: u32,
+    /// How QEMU runs it.
+    pub accel: Accel,
+    /// Where the serial console is written (inside the libvirtd's mount namespace).
+    pub console_log: PathBuf,
+}
+
+/// The domain XML: direct kernel boot, one virtio disk, one virtio NIC on the site
+/// bridge, serial console to a file, the `qemu64` CPU model (migratable between any
+/// two hosts; host-passthrough is not).
+pub fn domain_xml(g: &GuestSpec) -> String {
+    let kind = match g.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "qemu",
+    };
+    format!(
+        "<domain type='{kind}'>
+  <name>{name}</name>
+  <memory unit='MiB'>{mem}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 panic=-1</cmdline>
+  </os>
+  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>{emulator}</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='bridge'>
+      <source bridge='{bridge}'/>
+      <mac address='52:54:00:0a:0a:05'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='file'>
+      <source path='{console}'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+",
+        name = g.name,
+        mem = g.memory_mib,
+        kernel = g.image.kernel.display(),
+        initrd = g.image.initrd.display(),
+        emulator = g.emulator.display(),
+        disk = g.disk.display(),
+        bridge = g.bridge,
+        console = g.console_log.display(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_names_what_it_was_given() {
+        let g = GuestSpec {
+            name: "g1".into(),
+            emulator: "/q/bin/qemu".into(),
+            image: GuestImage {
+                kernel: "/k".into(),
+                initrd: "/i".into(),
+            },
+            disk: "/var/lib/libvirt/images/g1.qcow2".into(),
+            bridge: "br0".into(),
+            memory_mib: 128,
+            accel: Accel::Tcg,
+            console_log: "/var/log/libvirt/g1.log".into(),
+        };
+        let x = domain_xml(&g);
+        assert!(x.starts_with("<domain type='qemu'>"));
+        for part in [
+            "<name>g1</name>",
+            "/q/bin/qemu",
+            "g1.qcow2",
+            "bridge='br0'",
+            "'MiB'>128<",
+        ] {
+            assert!(x.contains(part), "{part} missing from {x}");
+        }
+        let kvm = domain_xml(&GuestSpec {
+            accel: Accel::Kvm,
+            ..g
+        });
+        assert!(kvm.starts_with("<domain type='kvm'>"));
+    }
+}
