@@ -97,7 +97,7 @@ impl Lab {
         for ns in &ns {
             run(&["ip", "netns", "add", ns]);
         }
-        let (va, vb) = (format!("qm{n}a"), format!("qm{n}b"));
+        let (va, vb) = (format!("qm{pid}-{n}a"), format!("qm{pid}-{n}b"));
         run(&[
             "ip", "link", "add", &va, "netns", &ns[0], "type", "veth", "peer", "name", &vb,
             "netns", &ns[1],

@@ -176,8 +176,9 @@ pub enum StoragePlan {
     /// of the destination QEMU (or qemu-storage-daemon), driven over QMP.
     QemuMirror(QemuMirrorPlan),
     /// libvirt copies the disks itself during the migration (`virsh migrate
-    /// --copy-storage-all`): the storage driver does nothing and the libvirt hypervisor
-    /// driver reads this section.
+    /// --copy-storage-all`): the libvirt hypervisor driver reads this section, and the
+    /// storage driver is [`NoneStorage`](crate::drivers::NoneStorage) (every step done
+    /// at once; the copy's progress is part of the hypervisor's migration).
     LibvirtCopy {
         /// Whether guest writes are mirrored synchronously during the copy
         /// (libvirt's `VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES`), so the copy converges
@@ -540,7 +541,14 @@ impl MigrationPlan {
         match &self.storage {
             StoragePlan::None => {}
             StoragePlan::QemuMirror(p) => p.validate()?,
-            StoragePlan::LibvirtCopy { .. } => {}
+            StoragePlan::LibvirtCopy { .. } => {
+                if !matches!(self.hypervisor, HypervisorPlan::Libvirt { .. }) {
+                    return Err(invalid(
+                        "storage.kind",
+                        "libvirt-copy needs hypervisor kind libvirt, which does the copy",
+                    ));
+                }
+            }
             StoragePlan::Drbd { resource } => non_empty("storage.resource", resource)?,
         }
         let t = &self.timeouts;
@@ -712,5 +720,26 @@ mod storage_plan_tests {
         let s = storage(r#"{"kind": "libvirt-copy", "synchronous_writes": true}"#).unwrap();
         assert_eq!(storage(&serde_json::to_string(&s).unwrap()).unwrap(), s);
         assert!(storage(r#"{"kind": "libvirt-copy", "sync": true}"#).is_err());
+    }
+
+    #[test]
+    fn libvirt_copy_needs_the_libvirt_hypervisor() {
+        let mut plan: MigrationPlan = serde_json::from_str(
+            r#"{"id": "vm1-move", "vm": {"name": "vm1", "prefixes": ["10.0.0.1/32"]},
+                "source": {"agent_url": "http://pe-a:8080", "tunnel_endpoint": "192.0.2.1"},
+                "destination": {"agent_url": "http://pe-b:8080", "tunnel_endpoint": "192.0.2.2"},
+                "tunnel": {"kind": "vxlan", "vni": 7},
+                "hypervisor": {"kind": "lab", "topology": "t.clab.yml", "node": "vm", "to": "dc-b"},
+                "storage": {"kind": "libvirt-copy", "synchronous_writes": true}}"#,
+        )
+        .unwrap();
+        assert!(matches!(plan.validate(),
+            Err(PlanError::Invalid { ref field, .. }) if field == "storage.kind"));
+        plan.hypervisor = serde_json::from_str(
+            r#"{"kind": "libvirt", "source_uri": "qemu+ssh://a/system",
+                "destination_uri": "qemu+ssh://b/system"}"#,
+        )
+        .unwrap();
+        assert_eq!(plan.validate(), Ok(()));
     }
 }
