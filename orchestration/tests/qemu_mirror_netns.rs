@@ -79,6 +79,8 @@ struct Lab {
     pids: Vec<u32>,
     src_addr: String,
     dst_addr: String,
+    /// How to run qemu-storage-daemon (program and environment).
+    qsd: Vec<String>,
 }
 
 impl Lab {
@@ -93,6 +95,7 @@ impl Lab {
             pids: Vec::new(),
             src_addr: format!("10.231.{net}.1"),
             dst_addr: format!("10.231.{net}.2"),
+            qsd: vec!["qemu-storage-daemon".into()],
         };
         for ns in &ns {
             run(&["ip", "netns", "add", ns]);
@@ -137,16 +140,14 @@ impl Lab {
     /// listen; the pid file is written before that.
     fn daemon(&mut self, side: usize, image: &str) {
         let tag = ["src", "dst"][side];
-        let mut args = vec![
-            "netns".to_string(),
-            "exec".into(),
-            self.ns[side].clone(),
-            "qemu-storage-daemon".into(),
+        let mut args = vec!["netns".to_string(), "exec".into(), self.ns[side].clone()];
+        args.extend(self.qsd.iter().cloned());
+        args.extend([
             "--blockdev".into(),
             format!("file,node-name=file0,filename={}", self.p(image)),
             "--blockdev".into(),
             "raw,node-name=vda,file=file0".into(),
-        ];
+        ]);
         for m in ["drv", "chk"] {
             args.push("--chardev".into());
             args.push(format!(
@@ -351,9 +352,12 @@ async fn jobs_exports(lab: &Lab) -> (Value, Value, bool) {
 
 /// The whole forward path with one switch method: latencies before and after the
 /// switch, then byte-identical images after the cutover.
-async fn forward(method: SwitchMethod) {
+async fn forward(method: SwitchMethod, qsd: Option<Vec<String>>) {
     let size = 128 * MIB;
     let mut lab = Lab::new();
+    if let Some(qsd) = qsd {
+        lab.qsd = qsd;
+    }
     make_image(&lab.path("src.img"), size, 7);
     run(&[
         "qemu-img",
@@ -394,8 +398,32 @@ async fn forward(method: SwitchMethod) {
     driver.wait_in_sync().await.unwrap();
     let p = driver.progress().await.unwrap().unwrap();
     assert_eq!(p.offset, p.len);
-    if method == SwitchMethod::ChangeJob {
+    let version = lab
+        .checker(0)
+        .await
+        .execute("query-version", Value::Null)
+        .await
+        .unwrap();
+    let (major, minor) = (
+        version["qemu"]["major"].as_u64().unwrap(),
+        version["qemu"]["minor"].as_u64().unwrap(),
+    );
+    let modern = (major, minor) >= (8, 2);
+    if modern {
         assert_eq!(p.actively_synced, Some(true));
+    } else {
+        assert_eq!(
+            p.actively_synced, None,
+            "QEMU {major}.{minor} has no actively-synced"
+        );
+    }
+    if method == SwitchMethod::Auto {
+        let expect = if modern {
+            SwitchMethod::ChangeJob
+        } else {
+            SwitchMethod::RestartJob
+        };
+        assert_eq!(driver.switch_method().await.unwrap(), expect);
     }
 
     // The guest is paused for the cutover: no writes from here.
@@ -419,7 +447,7 @@ async fn forward(method: SwitchMethod) {
         "images differ after cutover"
     );
     eprintln!(
-        "{method:?}: READY after {ready_after:?} for {} MiB; 1 MiB guest write: during bulk copy {bulk:?} (median), background {asynchronous:?} (median of {async_all:?}), write-blocking {synchronous:?} (min of {sync_all:?}); in sync {in_sync_after:?} after switch",
+        "QEMU {major}.{minor}, {method:?}: READY after {ready_after:?} for {} MiB; 1 MiB guest write: during bulk copy {bulk:?} (median), background {asynchronous:?} (median of {async_all:?}), write-blocking {synchronous:?} (min of {sync_all:?}); in sync {in_sync_after:?} after switch",
         size / MIB
     );
     assert!(
@@ -437,7 +465,7 @@ async fn mirror_switch_with_block_job_change() {
     if !can_run() {
         return;
     }
-    forward(SwitchMethod::ChangeJob).await;
+    forward(SwitchMethod::ChangeJob, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,7 +473,39 @@ async fn mirror_switch_by_restarting_the_job_as_on_qemu_7_2() {
     if !can_run() {
         return;
     }
-    forward(SwitchMethod::RestartJob).await;
+    forward(SwitchMethod::RestartJob, None).await;
+}
+
+/// The real QEMU 7.2 (Debian 12's, from the private prefix the libvirt lab installs):
+/// `auto` must find no `block-job-change` and restart the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_on_qemu_7_2_probes_and_restarts_the_job() {
+    if !can_run() {
+        return;
+    }
+    let wrapper = match migroute_labs::kvm::ensure_qemu() {
+        Ok(w) => w,
+        Err(e) => {
+            let why = format!("qemu-mirror 7.2 test needs the private QEMU 7.2: {e}");
+            if std::env::var_os("CI").is_some() {
+                panic!("{why}");
+            }
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let root = wrapper.parent().unwrap().parent().unwrap().join("root");
+    let lib = |d: &str| root.join(d).to_str().unwrap().to_string();
+    let qsd = vec![
+        "env".to_string(),
+        format!(
+            "LD_LIBRARY_PATH={}:{}",
+            lib("usr/lib/x86_64-linux-gnu"),
+            lib("lib/x86_64-linux-gnu")
+        ),
+        lib("usr/bin/qemu-storage-daemon"),
+    ];
+    forward(SwitchMethod::Auto, Some(qsd)).await;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
