@@ -23,8 +23,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::codec::{
-    decode, encode_into, next_message_len, Family, Message, Notification, Prefix, RouteRefresh,
-    RouteRefreshSubtype, SessionContext,
+    decode, encode_into, next_message_len, AddPathFamilies, Family, Message, Notification, Prefix,
+    RouteRefresh, RouteRefreshSubtype, SessionContext,
 };
 use crate::config::{MaxPrefixAction, PeerConfig};
 use crate::events::{PeerStatus, ReceivedRoute, SpeakerEvent};
@@ -79,7 +79,9 @@ pub(crate) enum PeerCommand {
 enum IoEvent {
     Connected(TcpStream),
     ConnectFailed(io::Error),
-    Frames(ConnId, Vec<Vec<u8>>),
+    /// Whole messages back to back, as read (one allocation per read, not per
+    /// message).
+    Frames(ConnId, Vec<u8>),
     FrameError(ConnId, Notification),
     Closed(ConnId),
 }
@@ -96,6 +98,8 @@ struct Session {
     neg: Negotiated,
     local: Option<IpAddr>,
     ibgp: bool,
+    /// Families disabled after a malformed UPDATE (RFC 4760 section 7).
+    disabled: Vec<Family>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,23 +161,30 @@ async fn connect(cfg: PeerConfig, timeout: Duration) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Cuts the stream into whole messages. Framing accepts extended lengths; the
-/// decoder, which knows whether extended messages were negotiated, enforces the limit.
+/// Framing accepts extended lengths; the decoder, which knows whether extended
+/// messages were negotiated, enforces the limit.
+const FRAMING: SessionContext = SessionContext {
+    as4: true,
+    add_path_rx: NO_ADD_PATH,
+    add_path_tx: NO_ADD_PATH,
+    extended_message: true,
+};
+const NO_ADD_PATH: AddPathFamilies = AddPathFamilies {
+    ipv4_unicast: false,
+    ipv6_unicast: false,
+};
+
+/// Bytes asked of the socket per read: a full table arrives in a few hundred reads.
+const READ_CHUNK: usize = 1 << 18;
+
+/// Cuts the stream into whole messages and hands them over in batches.
 async fn reader(mut rd: OwnedReadHalf, conn: ConnId, tx: mpsc::Sender<IoEvent>) {
-    let framing = SessionContext {
-        extended_message: true,
-        ..SessionContext::default()
-    };
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
-        let mut start = 0;
-        let mut frames = Vec::new();
+        let mut whole = 0;
         loop {
-            match next_message_len(&buf[start..], &framing) {
-                Ok(Some(n)) => {
-                    frames.push(buf[start..start + n].to_vec());
-                    start += n;
-                }
+            match next_message_len(&buf[whole..], &FRAMING) {
+                Ok(Some(n)) => whole += n,
                 Ok(None) => break,
                 Err(e) => {
                     let n = Notification::from(&crate::codec::DecodeError::from(e));
@@ -182,11 +193,17 @@ async fn reader(mut rd: OwnedReadHalf, conn: ConnId, tx: mpsc::Sender<IoEvent>) 
                 }
             }
         }
-        buf.drain(..start);
-        if !frames.is_empty() && tx.send(IoEvent::Frames(conn, frames)).await.is_err() {
-            return;
+        if whole > 0 {
+            // The partial message at the end starts the next buffer.
+            let mut next = Vec::with_capacity(READ_CHUNK.max(buf.len() - whole));
+            next.extend_from_slice(&buf[whole..]);
+            buf.truncate(whole);
+            let frames = std::mem::replace(&mut buf, next);
+            if tx.send(IoEvent::Frames(conn, frames)).await.is_err() {
+                return;
+            }
         }
-        buf.reserve(1 << 16);
+        buf.reserve(READ_CHUNK / 4);
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => {
                 let _ = tx.send(IoEvent::Closed(conn)).await;
@@ -419,12 +436,15 @@ impl PeerTask {
                 self.handle_fsm(Event::TcpConnectFailed);
             }
             IoEvent::Frames(conn, frames) => {
-                for f in frames {
+                let mut rest = &frames[..];
+                while let Ok(Some(n)) = next_message_len(rest, &FRAMING) {
+                    let (f, tail) = rest.split_at(n);
+                    rest = tail;
                     if !self.conns.contains_key(&conn) {
                         break;
                     }
                     self.me.status.lock().unwrap().messages_received += 1;
-                    let event = match decode(&f, &self.ctx(conn)) {
+                    let event = match decode(f, &self.ctx(conn)) {
                         Ok(message) => Event::Message { conn, message },
                         Err(e) => {
                             tracing::warn!(peer = %self.peer(), error = %e, "bad message");
@@ -478,7 +498,7 @@ impl PeerTask {
             Action::SessionUp { conn, negotiated } => self.session_up(conn, *negotiated, t),
             Action::SessionDown { reason } => self.session_down(reason, t),
             Action::Deliver(d) => return self.deliver(*d, t),
-            Action::RouteRefresh(r) => self.route_refresh(r),
+            Action::RouteRefresh(r) => self.route_refresh(r, t),
         }
         None
     }
@@ -528,6 +548,7 @@ impl PeerTask {
             st.remote_id = Some(neg.remote_id);
             st.hold_time = Some(neg.hold_time);
             st.families = neg.families.clone();
+            st.families_disabled.clear();
         }
         // `peers()` must already say Established when a subscriber sees the event.
         self.update_status();
@@ -543,6 +564,7 @@ impl PeerTask {
             neg,
             local,
             ibgp,
+            disabled: Vec::new(),
         });
     }
 
@@ -614,10 +636,20 @@ impl PeerTask {
             });
             return None;
         }
-        let Message::Update(u) = &d.message else {
+        for (afi, safi) in d.disabled_families() {
+            if let Some(f) = Family::from_afi_safi(afi, safi) {
+                self.disable_family(f);
+            }
+        }
+        let Message::Update(mut u) = d.message else {
             return None;
         };
-        for c in self.adj_in.apply(u) {
+        if let Some(s) = &self.session {
+            for f in &s.disabled {
+                u.drop_family(*f);
+            }
+        }
+        for c in self.adj_in.apply_owned(u) {
             self.emit(match c {
                 RibChange::Announced { nlri, attributes } => SpeakerEvent::RoutesReceived {
                     peer: self.peer(),
@@ -660,10 +692,23 @@ impl PeerTask {
         })
     }
 
-    fn route_refresh(&mut self, r: RouteRefresh) {
-        if r.subtype != RouteRefreshSubtype::Request {
+    /// RFC 7606 "AFI/SAFI disable" as RFC 4760 section 7 describes it: the family's
+    /// routes from this peer are deleted and its later UPDATEs ignored, for the rest
+    /// of the session; the other families carry on.
+    fn disable_family(&mut self, f: Family) {
+        let Some(s) = &mut self.session else { return };
+        if s.disabled.contains(&f) {
             return;
         }
+        s.disabled.push(f);
+        let disabled = s.disabled.clone();
+        tracing::warn!(peer = %self.peer(), family = ?f, "malformed UPDATE: family disabled for the session");
+        self.me.status.lock().unwrap().families_disabled = disabled;
+        let gone = self.adj_in.remove_family(f);
+        self.emit_withdrawn(gone, false);
+    }
+
+    fn route_refresh(&mut self, r: RouteRefresh, t: Instant) {
         let Some(s) = &self.session else { return };
         let Some(f) = Family::from_afi_safi(r.afi, r.safi) else {
             return;
@@ -672,6 +717,28 @@ impl PeerTask {
             return;
         }
         let enhanced = s.neg.enhanced_route_refresh;
+        match r.subtype {
+            RouteRefreshSubtype::Request => {}
+            // RFC 7313 section 4.2: the peer re-sends the family between BoRR and
+            // EoRR; what it did not re-send by EoRR is gone. Without the capability
+            // negotiated these subtypes are ignored (section 5).
+            RouteRefreshSubtype::Borr if enhanced => {
+                self.adj_in.mark_stale(&[f]);
+                // The EoRR may never come: the stale routes go after the same local
+                // time a restarting peer gets (section 4.2 leaves it local).
+                self.stale_deadline.get_or_insert(t + STALE_PATH_TIME);
+                return;
+            }
+            RouteRefreshSubtype::Eorr if enhanced => {
+                let gone = self.adj_in.sweep_stale(Some(f));
+                self.emit_withdrawn(gone, true);
+                if self.adj_in.stale_count() == 0 {
+                    self.stale_deadline = None;
+                }
+                return;
+            }
+            _ => return,
+        }
         self.adj_out.forget_family(f);
         self.resync.push_back(Resync {
             families: [f].into(),

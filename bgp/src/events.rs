@@ -61,6 +61,10 @@ pub struct PeerStatus {
     pub remote_id: Option<Ipv4Addr>,
     pub hold_time: Option<u16>,
     pub families: Vec<Family>,
+    /// Families disabled for the rest of the session after a malformed UPDATE
+    /// (RFC 7606 "AFI/SAFI disable", RFC 4760 section 7): their routes were dropped
+    /// and later ones are ignored until the session restarts.
+    pub families_disabled: Vec<Family>,
     pub established_transitions: u64,
     pub messages_received: u64,
     pub messages_sent: u64,
@@ -81,6 +85,7 @@ impl PeerStatus {
             remote_id: None,
             hold_time: None,
             families: vec![],
+            families_disabled: vec![],
             established_transitions: 0,
             messages_received: 0,
             messages_sent: 0,

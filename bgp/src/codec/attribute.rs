@@ -490,14 +490,14 @@ fn decode_mp(
     type_code: u8,
     v: &mut Reader<'_>,
     ctx: &SessionContext,
-    raw: &RawAttribute,
+    raw: &RawView<'_>,
 ) -> Result<Attribute, AttrFail> {
     let (Ok(afi), Ok(safi)) = (v.u16(), v.u8()) else {
-        return Err(bad_length(raw.value.0.len(), AttrAction::SessionReset));
+        return Err(bad_length(raw.value.len(), AttrAction::SessionReset));
     };
     let (afi, safi) = (Afi::from(afi), Safi::from(safi));
     let Some(family) = Family::from_afi_safi(afi, safi) else {
-        return Ok(Attribute::Unknown(raw.clone()));
+        return Ok(Attribute::Unknown(raw.to_owned()));
     };
     let disable = |kind| AttrFail {
         kind,
@@ -512,7 +512,7 @@ fn decode_mp(
     }
     let nh_len = v.u8().map_err(|_| {
         disable(UpdateErrorKind::AttributeLength {
-            length: raw.value.0.len(),
+            length: raw.value.len(),
         })
     })?;
     let nh_len = usize::from(nh_len);
@@ -529,7 +529,7 @@ fn decode_mp(
     }
     let (Ok(nh), Ok(_reserved)) = (v.take(nh_len), v.u8()) else {
         return Err(disable(UpdateErrorKind::AttributeLength {
-            length: raw.value.0.len(),
+            length: raw.value.len(),
         }));
     };
     let v6 = |b: &[u8]| Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap_or([0; 16]));
@@ -558,14 +558,32 @@ fn decode_mp(
 
 /// Decodes one attribute value whose flags have been checked. The action in each
 /// error arm is the one RFC 7606 section 7 gives for that attribute.
+/// An attribute as it sits in the message; copied into a [`RawAttribute`] only when it
+/// is kept unparsed, so known attributes cost no allocation of their bytes.
+struct RawView<'a> {
+    flags: u8,
+    type_code: u8,
+    value: &'a [u8],
+}
+
+impl RawView<'_> {
+    fn to_owned(&self) -> RawAttribute {
+        RawAttribute {
+            flags: self.flags,
+            type_code: self.type_code,
+            value: HexBytes::from(self.value),
+        }
+    }
+}
+
 fn decode_value(
     type_code: u8,
-    raw: &RawAttribute,
+    raw: &RawView<'_>,
     base: usize,
     ctx: &SessionContext,
 ) -> Result<Attribute, AttrFail> {
     use AttrAction::{AttributeDiscard, TreatAsWithdraw};
-    let v = raw.value.as_slice();
+    let v = raw.value;
     let ip = |b: [u8; 4]| Ipv4Addr::from(b);
     Ok(match type_code {
         // 7.1: wrong length or undefined value: treat-as-withdraw.
@@ -650,7 +668,7 @@ fn decode_value(
                 })
                 .collect(),
         ),
-        _ => Attribute::Unknown(raw.clone()),
+        _ => Attribute::Unknown(raw.to_owned()),
     })
 }
 
@@ -666,7 +684,8 @@ pub(crate) struct DecodedAttributes {
 /// header; the per-attribute rules live in [`decode_value`].
 pub(crate) fn decode_attributes(r: &mut Reader<'_>, ctx: &SessionContext) -> DecodedAttributes {
     let mut out = DecodedAttributes {
-        attributes: Vec::new(),
+        // Enough for the usual UPDATE without growing.
+        attributes: Vec::with_capacity(8),
         errors: Vec::new(),
         seen: [false; 256],
     };
@@ -737,10 +756,10 @@ pub(crate) fn decode_attributes(r: &mut Reader<'_>, ctx: &SessionContext) -> Dec
             continue;
         }
         out.seen[usize::from(type_code)] = true;
-        let mut raw = RawAttribute {
+        let mut raw = RawView {
             flags: flags & !fl::EXTENDED_LENGTH,
             type_code,
-            value: HexBytes::from(value),
+            value,
         };
         match expected_flags(type_code) {
             Some(expected) if flags & (fl::OPTIONAL | fl::TRANSITIVE) != expected => {

@@ -114,7 +114,7 @@ pub(crate) fn decode_nlri(
     family: Family,
     add_path: bool,
 ) -> Result<Vec<Nlri>, (NlriError, usize)> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(count_nlri(r.clone().rest(), add_path));
     let max = family.max_prefix_len();
     while !r.is_empty() {
         let at = r.offset();
@@ -155,6 +155,18 @@ pub(crate) fn decode_nlri(
         });
     }
     Ok(out)
+}
+
+/// How many NLRI `bytes` holds, as far as their lengths can be followed: sizes the
+/// vector so that a full UPDATE costs one allocation, not a series of doublings.
+fn count_nlri(bytes: &[u8], add_path: bool) -> usize {
+    let skip = if add_path { 4 } else { 0 };
+    let (mut at, mut n) = (0, 0);
+    while let Some(&len) = bytes.get(at + skip) {
+        at += skip + 1 + usize::from(len).div_ceil(8);
+        n += 1;
+    }
+    n
 }
 
 /// Bytes one NLRI takes on the wire.

@@ -110,6 +110,21 @@ impl Update {
         }
     }
 
+    /// Removes everything about `family`: its NLRI, withdrawals and MP attributes. For a
+    /// family disabled on the session (RFC 4760 section 7), whose later UPDATEs are
+    /// ignored.
+    pub fn drop_family(&mut self, family: Family) {
+        if family == Family::Ipv4Unicast {
+            self.withdrawn.clear();
+            self.nlri.clear();
+        }
+        self.attributes.retain(|a| match a {
+            Attribute::MpReach(m) => m.family != family,
+            Attribute::MpUnreach(m) => m.family != family,
+            _ => true,
+        });
+    }
+
     /// Decodes the UPDATE body. `r` covers the body, with message offsets. A
     /// session-reset error is returned as `Err`; any other error is applied and
     /// listed in the outcome.
@@ -152,11 +167,12 @@ impl Update {
         // section 3 makes it unnecessary for MP_REACH_NLRI).
         let reach = !update.nlri.is_empty() || attrs.seen[usize::from(t::MP_REACH_NLRI)];
         if reach {
-            let mut needed = vec![t::ORIGIN, t::AS_PATH];
-            if !update.nlri.is_empty() {
-                needed.push(t::NEXT_HOP);
-            }
-            for code in needed {
+            let needed: &[u8] = if update.nlri.is_empty() {
+                &[t::ORIGIN, t::AS_PATH]
+            } else {
+                &[t::ORIGIN, t::AS_PATH, t::NEXT_HOP]
+            };
+            for &code in needed {
                 if !attrs.seen[usize::from(code)] {
                     errors.push(UpdateError {
                         field: UpdateField::Attribute(code),

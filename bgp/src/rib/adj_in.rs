@@ -1,16 +1,30 @@
 //! One peer's Adj-RIB-In, with graceful-restart staleness (RFC 4724 section 4.2).
 //!
-//! Routes are keyed by NLRI (prefix and, with add-path, path identifier). With
-//! `keep = false` only the keys are stored: enough to count for max-prefix and to know
-//! what to withdraw when a restarting peer's stale routes are swept, without the
-//! memory for attributes.
+//! Routes are keyed by NLRI (prefix and, with add-path, path identifier). A full
+//! table is about a million prefixes but only about a hundred thousand distinct
+//! attribute sets, so the layout is chosen for that:
+//! - each family has its own map with a packed key (12 bytes for IPv4, 24 for IPv6)
+//!   and a 4-byte slot holding the stale flag and the number of the route's attribute
+//!   set;
+//! - attribute sets are interned: one `Arc` per distinct set, counted by the routes
+//!   that use it, and dropped with the last of them;
+//! - an UPDATE is consumed, not copied: its attributes become the shared set (or join
+//!   an equal one) and its NLRI lists move into the change events.
+//!
+//! With `keep = false` only the keys are stored: enough to count for max-prefix and
+//! to know what to withdraw when a restarting peer's stale routes are swept, without
+//! the memory for attributes.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use serde::Serialize;
 
-use crate::codec::{Attribute, Family, Nlri, Update};
+use crate::codec::{Attribute, Family, Nlri, Prefix, Update};
 
 /// A change to the Adj-RIB-In, for events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,18 +42,238 @@ pub enum RibChange {
 /// A stored route: its NLRI, attributes (when kept) and whether it is stale.
 pub type StoredRoute = (Nlri, Option<Arc<Vec<Attribute>>>, bool);
 
+/// Slot bit: the route is stale.
+const STALE: u32 = 1 << 31;
+/// Slot value (without [`STALE`]): no attributes stored.
+const NO_SET: u32 = STALE - 1;
+
+/// A map key packed from an NLRI of one family.
+trait PackedKey: Copy + Eq + Hash {
+    fn pack(n: &Nlri) -> Self;
+    fn unpack(self) -> Nlri;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key4 {
+    addr: u32,
+    path_id: u32,
+    len: u8,
+    has_path_id: bool,
+}
+
+impl PackedKey for Key4 {
+    fn pack(n: &Nlri) -> Key4 {
+        let addr = match n.prefix.addr() {
+            IpAddr::V4(a) => a.to_bits(),
+            IpAddr::V6(_) => unreachable!("IPv6 NLRI in the IPv4 table"),
+        };
+        Key4 {
+            addr,
+            path_id: n.path_id.unwrap_or(0),
+            len: n.prefix.prefix_len(),
+            has_path_id: n.path_id.is_some(),
+        }
+    }
+
+    fn unpack(self) -> Nlri {
+        let addr = IpAddr::V4(Ipv4Addr::from_bits(self.addr));
+        Nlri {
+            path_id: self.has_path_id.then_some(self.path_id),
+            prefix: Prefix::new(addr, self.len).expect("length checked when packed"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key6 {
+    addr: [u8; 16],
+    path_id: u32,
+    len: u8,
+    has_path_id: bool,
+}
+
+impl PackedKey for Key6 {
+    fn pack(n: &Nlri) -> Key6 {
+        let addr = match n.prefix.addr() {
+            IpAddr::V6(a) => a.octets(),
+            IpAddr::V4(_) => unreachable!("IPv4 NLRI in the IPv6 table"),
+        };
+        Key6 {
+            addr,
+            path_id: n.path_id.unwrap_or(0),
+            len: n.prefix.prefix_len(),
+            has_path_id: n.path_id.is_some(),
+        }
+    }
+
+    fn unpack(self) -> Nlri {
+        let addr = IpAddr::V6(Ipv6Addr::from(self.addr));
+        Nlri {
+            path_id: self.has_path_id.then_some(self.path_id),
+            prefix: Prefix::new(addr, self.len).expect("length checked when packed"),
+        }
+    }
+}
+
+/// One family's routes: packed key to slot.
 #[derive(Debug, Clone)]
-struct Entry {
-    attrs: Option<Arc<Vec<Attribute>>>,
-    stale: bool,
+struct Table<K: PackedKey> {
+    map: HashMap<K, u32, RandomState>,
+}
+
+impl<K: PackedKey> Default for Table<K> {
+    fn default() -> Self {
+        Table {
+            map: HashMap::default(),
+        }
+    }
+}
+
+impl<K: PackedKey> Table<K> {
+    fn insert(&mut self, n: &Nlri, slot: u32) -> Option<u32> {
+        self.map.insert(K::pack(n), slot)
+    }
+
+    fn remove(&mut self, n: &Nlri) -> Option<u32> {
+        self.map.remove(&K::pack(n))
+    }
+
+    /// Sets the stale bit everywhere; returns how many were not stale before.
+    fn mark_stale(&mut self) -> usize {
+        let mut fresh = 0;
+        for slot in self.map.values_mut() {
+            fresh += usize::from(*slot & STALE == 0);
+            *slot |= STALE;
+        }
+        fresh
+    }
+
+    /// Removes the stale routes, returning them with their slots.
+    fn take_stale(&mut self) -> Vec<(Nlri, u32)> {
+        let mut gone = Vec::new();
+        self.map.retain(|k, slot| {
+            let stale = *slot & STALE != 0;
+            if stale {
+                gone.push((k.unpack(), *slot));
+            }
+            !stale
+        });
+        gone
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Nlri, u32)> + '_ {
+        self.map.iter().map(|(k, s)| (k.unpack(), *s))
+    }
+}
+
+/// An interned attribute set and the number of routes that use it.
+#[derive(Debug, Clone)]
+struct SharedSet {
+    attrs: Arc<Vec<Attribute>>,
+    routes: u32,
+}
+
+/// The distinct attribute sets of one peer's routes, numbered.
+#[derive(Debug, Clone, Default)]
+struct AttrSets {
+    index: HashMap<Arc<Vec<Attribute>>, u32, RandomState>,
+    sets: Vec<Option<SharedSet>>,
+    free: Vec<u32>,
+}
+
+impl AttrSets {
+    /// The number of the set equal to `attrs`, adding it (with no routes yet) if new.
+    fn intern(&mut self, mut attrs: Vec<Attribute>) -> (u32, Arc<Vec<Attribute>>) {
+        // Shrinking in place is cheap, and the set may be kept for long.
+        attrs.shrink_to_fit();
+        // One hash per UPDATE: the entry is looked up with the set it would insert.
+        match self.index.entry(Arc::new(attrs)) {
+            Entry::Occupied(e) => {
+                let id = *e.get();
+                (
+                    id,
+                    self.sets[id as usize]
+                        .as_ref()
+                        .expect("live set")
+                        .attrs
+                        .clone(),
+                )
+            }
+            Entry::Vacant(v) => {
+                let attrs = v.key().clone();
+                let shared = SharedSet {
+                    attrs: attrs.clone(),
+                    routes: 0,
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.sets[id as usize] = Some(shared);
+                        id
+                    }
+                    None => {
+                        let id = u32::try_from(self.sets.len())
+                            .ok()
+                            .filter(|&id| id < NO_SET)
+                            .expect("fewer than 2^31 attribute sets");
+                        self.sets.push(Some(shared));
+                        id
+                    }
+                };
+                v.insert(id);
+                (id, attrs)
+            }
+        }
+    }
+
+    fn get(&self, id: u32) -> &Arc<Vec<Attribute>> {
+        &self.sets[id as usize].as_ref().expect("live set").attrs
+    }
+
+    fn add_routes(&mut self, id: u32, n: u32) {
+        if let Some(s) = self.sets[id as usize].as_mut() {
+            s.routes += n;
+        }
+    }
+
+    /// One route no longer uses set `id` (the slot's bits; `NO_SET` is ignored).
+    fn release(&mut self, slot: u32) {
+        let id = slot & !STALE;
+        if id == NO_SET {
+            return;
+        }
+        let entry = &mut self.sets[id as usize];
+        let Some(s) = entry.as_mut() else { return };
+        s.routes -= 1;
+        if s.routes == 0 {
+            let s = entry.take().expect("live set");
+            self.index.remove(&s.attrs);
+            self.free.push(id);
+        }
+    }
+
+    /// A removed slot's set; drops nothing.
+    fn attrs_of(&self, slot: u32) -> Option<Arc<Vec<Attribute>>> {
+        let id = slot & !STALE;
+        (id != NO_SET).then(|| self.get(id).clone())
+    }
+
+    fn clear(&mut self) {
+        *self = AttrSets::default();
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
 }
 
 /// Routes received from one peer.
 #[derive(Debug, Clone)]
 pub struct AdjRibIn {
     keep: bool,
-    routes: HashMap<Nlri, Entry>,
-    /// Entries with `stale` set, kept so that status reads are O(1).
+    v4: Table<Key4>,
+    v6: Table<Key6>,
+    sets: AttrSets,
+    /// Entries with the stale bit set, kept so that status reads are O(1).
     stale: usize,
 }
 
@@ -47,17 +281,19 @@ impl AdjRibIn {
     pub fn new(keep: bool) -> AdjRibIn {
         AdjRibIn {
             keep,
-            routes: HashMap::new(),
+            v4: Table::default(),
+            v6: Table::default(),
+            sets: AttrSets::default(),
             stale: 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.v4.map.len() + self.v6.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.len() == 0
     }
 
     /// Number of routes still marked stale.
@@ -65,65 +301,94 @@ impl AdjRibIn {
         self.stale
     }
 
-    /// Applies a (treated) UPDATE; returns what changed, announcements grouped as
-    /// they came (one attribute set per UPDATE and family).
-    pub fn apply(&mut self, u: &Update) -> Vec<RibChange> {
-        let mut changes = Vec::new();
-        let mut withdrawn: Vec<Nlri> = u.withdrawn.clone();
-        if let Some(m) = u.mp_unreach() {
-            withdrawn.extend(m.withdrawn.iter().copied());
+    /// Number of distinct attribute sets stored (0 when attributes are not kept).
+    pub fn attribute_sets(&self) -> usize {
+        self.sets.len()
+    }
+
+    fn insert(&mut self, n: &Nlri, slot: u32) -> Option<u32> {
+        match n.prefix.family() {
+            Family::Ipv4Unicast => self.v4.insert(n, slot),
+            Family::Ipv6Unicast => self.v6.insert(n, slot),
         }
-        let withdrawn: Vec<Nlri> = withdrawn
-            .into_iter()
-            .filter(|n| match self.routes.remove(n) {
-                Some(e) => {
-                    self.stale -= usize::from(e.stale);
-                    true
-                }
-                None => false,
-            })
-            .collect();
+    }
+
+    fn remove(&mut self, n: &Nlri) -> Option<u32> {
+        match n.prefix.family() {
+            Family::Ipv4Unicast => self.v4.remove(n),
+            Family::Ipv6Unicast => self.v6.remove(n),
+        }
+    }
+
+    /// Forgets a slot that left the table.
+    fn dropped(&mut self, slot: u32) {
+        self.stale -= usize::from(slot & STALE != 0);
+        self.sets.release(slot);
+    }
+
+    /// Applies a (treated) UPDATE; returns what changed, announcements grouped as
+    /// they came (one attribute set per UPDATE and family). Prefer
+    /// [`AdjRibIn::apply_owned`], which does not copy the UPDATE.
+    pub fn apply(&mut self, u: &Update) -> Vec<RibChange> {
+        self.apply_owned(u.clone())
+    }
+
+    /// Applies a (treated) UPDATE, consuming it: its attributes become the stored
+    /// (shared) set and its NLRI lists move into the returned changes.
+    pub fn apply_owned(&mut self, u: Update) -> Vec<RibChange> {
+        let Update {
+            mut withdrawn,
+            attributes: mut attrs,
+            nlri,
+        } = u;
+        // Attributes shared by every NLRI of this UPDATE, without the MP attributes'
+        // NLRI lists (the MP_REACH next hop stays: IPv6 routes need it).
+        let mut mp_nlri = Vec::new();
+        attrs.retain_mut(|a| match a {
+            Attribute::MpUnreach(m) => {
+                withdrawn.append(&mut m.withdrawn);
+                false
+            }
+            Attribute::MpReach(m) => {
+                mp_nlri = std::mem::take(&mut m.nlri);
+                true
+            }
+            _ => true,
+        });
+        let mut changes = Vec::new();
+        withdrawn.retain(|n| match self.remove(n) {
+            Some(slot) => {
+                self.dropped(slot);
+                true
+            }
+            None => false,
+        });
         if !withdrawn.is_empty() {
             changes.push(RibChange::Withdrawn { nlri: withdrawn });
         }
-        let mp = u.mp_reach();
-        if u.nlri.is_empty() && mp.is_none_or(|m| m.nlri.is_empty()) {
+        if nlri.is_empty() && mp_nlri.is_empty() {
             return changes;
         }
-        // Attributes shared by every NLRI of this UPDATE, without the MP attributes'
-        // NLRI lists (the MP_REACH next hop stays: IPv6 routes need it).
-        let attrs: Vec<Attribute> = u
-            .attributes
-            .iter()
-            .filter_map(|a| match a {
-                Attribute::MpUnreach(_) => None,
-                Attribute::MpReach(m) => {
-                    let mut m = m.clone();
-                    m.nlri.clear();
-                    Some(Attribute::MpReach(m))
-                }
-                other => Some(other.clone()),
-            })
-            .collect();
-        let attrs = Arc::new(attrs);
-        for list in [&u.nlri, &mp.map(|m| m.nlri.clone()).unwrap_or_default()] {
+        let (set, attrs) = if self.keep {
+            self.sets.intern(attrs)
+        } else {
+            (NO_SET, Arc::new(attrs))
+        };
+        for list in [nlri, mp_nlri] {
             if list.is_empty() {
                 continue;
             }
-            for n in list {
-                let old = self.routes.insert(
-                    *n,
-                    Entry {
-                        attrs: self.keep.then(|| attrs.clone()),
-                        stale: false,
-                    },
-                );
-                if old.is_some_and(|e| e.stale) {
-                    self.stale -= 1;
+            if set != NO_SET {
+                self.sets
+                    .add_routes(set, u32::try_from(list.len()).unwrap_or(u32::MAX));
+            }
+            for n in &list {
+                if let Some(old) = self.insert(n, set) {
+                    self.dropped(old);
                 }
             }
             changes.push(RibChange::Announced {
-                nlri: list.clone(),
+                nlri: list,
                 attributes: attrs.clone(),
             });
         }
@@ -134,14 +399,13 @@ impl AdjRibIn {
     /// forwarding (RFC 4724 section 4.2). Returns how many.
     pub fn mark_stale(&mut self, families: &[Family]) -> usize {
         let mut n = 0;
-        for (k, e) in &mut self.routes {
-            if families.contains(&k.prefix.family()) {
-                if !e.stale {
-                    self.stale += 1;
-                }
-                e.stale = true;
-                n += 1;
-            }
+        if families.contains(&Family::Ipv4Unicast) {
+            self.stale += self.v4.mark_stale();
+            n += self.v4.map.len();
+        }
+        if families.contains(&Family::Ipv6Unicast) {
+            self.stale += self.v6.mark_stale();
+            n += self.v6.map.len();
         }
         n
     }
@@ -149,31 +413,52 @@ impl AdjRibIn {
     /// Removes the routes still stale in `family` (all families with `None`): the peer
     /// sent End-of-RIB, or its restart time ran out.
     pub fn sweep_stale(&mut self, family: Option<Family>) -> Vec<Nlri> {
-        let gone: Vec<Nlri> = self
-            .routes
-            .iter()
-            .filter(|(k, e)| e.stale && family.is_none_or(|f| k.prefix.family() == f))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &gone {
-            self.routes.remove(k);
+        let mut gone = Vec::new();
+        if family.is_none_or(|f| f == Family::Ipv4Unicast) {
+            gone.extend(self.v4.take_stale());
         }
-        self.stale -= gone.len();
-        gone
+        if family.is_none_or(|f| f == Family::Ipv6Unicast) {
+            gone.extend(self.v6.take_stale());
+        }
+        gone.into_iter()
+            .map(|(n, slot)| {
+                self.dropped(slot);
+                n
+            })
+            .collect()
+    }
+
+    /// Removes every route of `family` (the family was disabled on the session).
+    pub fn remove_family(&mut self, family: Family) -> Vec<Nlri> {
+        let slots: Vec<(Nlri, u32)> = match family {
+            Family::Ipv4Unicast => self.v4.map.drain().map(|(k, s)| (k.unpack(), s)).collect(),
+            Family::Ipv6Unicast => self.v6.map.drain().map(|(k, s)| (k.unpack(), s)).collect(),
+        };
+        slots
+            .into_iter()
+            .map(|(n, slot)| {
+                self.dropped(slot);
+                n
+            })
+            .collect()
     }
 
     /// Removes everything (session down without graceful restart).
     pub fn clear(&mut self) -> Vec<Nlri> {
         self.stale = 0;
-        self.routes.drain().map(|(k, _)| k).collect()
+        self.sets.clear();
+        let mut all: Vec<Nlri> = self.v4.map.drain().map(|(k, _)| k.unpack()).collect();
+        all.extend(self.v6.map.drain().map(|(k, _)| k.unpack()));
+        all
     }
 
     /// The stored routes (attributes absent when not kept), sorted.
     pub fn routes(&self) -> Vec<StoredRoute> {
-        let mut v: Vec<_> = self
-            .routes
+        let mut v: Vec<StoredRoute> = self
+            .v4
             .iter()
-            .map(|(k, e)| (*k, e.attrs.clone(), e.stale))
+            .chain(self.v6.iter())
+            .map(|(n, slot)| (n, self.sets.attrs_of(slot), slot & STALE != 0))
             .collect();
         v.sort_by_key(|r| r.0);
         v
