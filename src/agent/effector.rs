@@ -226,19 +226,28 @@ impl Naming {
     }
 
     /// The source's overrides: IPv4 host routes via the destination's inside address
-    /// (its MAC is a static neighbour, so the first packet is not held for ARP); IPv6
-    /// host routes on-link on the tunnel.
+    /// (its MAC is a static neighbour, so the first packet is not held for ARP). IPv6
+    /// host routes into a VXLAN tunnel go via the destination's inside link-local
+    /// ([`tunnel::tunnel::inside_link_local`]), a static neighbour with the same MAC:
+    /// on-link, the kernel would solicit the VM's own address on the tunnel, which
+    /// nobody there answers. Over GRE (no link layer) IPv6 host routes are on-link.
     pub fn overrides(&self, prefixes: &[IpNetwork], tunnel: &TunnelSpec) -> Vec<Override> {
         let name = Self::link_name(tunnel);
         let gateway = self.inside(tunnel, Role::Destination).address;
+        let gateway_v6 = match tunnel.kind {
+            TunnelKind::Vxlan { .. } => {
+                Some(IpAddr::V6(tunnel::tunnel::inside_link_local(gateway)))
+            }
+            TunnelKind::Gre { .. } => None,
+        };
         prefixes
             .iter()
             .map(|p| {
                 let o = Override::new(to_prefix(*p), &name);
-                if p.is_ipv4() {
-                    o.with_gateway(gateway)
-                } else {
-                    o
+                match (p.is_ipv4(), gateway_v6) {
+                    (true, _) => o.with_gateway(gateway),
+                    (false, Some(g)) => o.with_gateway(g),
+                    (false, None) => o,
                 }
             })
             .collect()
@@ -685,8 +694,18 @@ mod tests {
             &vx(4242, "10.0.23.3"),
         );
         assert_eq!(o[0].gateway, Some(dst.address));
-        assert_eq!(o[1].gateway, None);
+        // IPv6 via the destination's link-local, a static neighbour of the tunnel.
+        let ll = migroute_tunnel::tunnel::inside_link_local(dst.address);
+        assert_eq!(o[1].gateway, Some(IpAddr::V6(ll)));
+        assert!(ll.is_unicast_link_local());
         assert_eq!(o[0].via, Naming::link_name(&vx(4242, "10.0.23.3")));
+        // Over GRE there is no neighbour to resolve: on-link.
+        let gre = TunnelSpec {
+            kind: TunnelKind::Gre { key: 4242 },
+            remote: "10.0.23.3".parse().unwrap(),
+        };
+        let o = n.overrides(&["2001:db8:10::5/128".parse().unwrap()], &gre);
+        assert_eq!(o[0].gateway, None);
     }
 
     #[test]

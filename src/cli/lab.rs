@@ -150,10 +150,6 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             opts.pause = Duration::from_millis(pause_ms);
             opts.keep_up = keep_up;
             if matches!(kind, ScenarioKind::PlannedMigration) {
-                if ipv6 {
-                    // The agents' sessions to pe-in carry IPv4 only.
-                    anyhow::bail!("--ipv6: the planned-migration scenario probes IPv4 only; use --scenario naive --ipv6");
-                }
                 // A migroute move (prepare, pre-copy, pause, announce, convergence hold,
                 // teardown) lasts ~2 s: the probe must outlast it in every run.
                 opts.probe_duration = Duration::from_secs(6);
@@ -294,7 +290,7 @@ fn run_scenario(
     svg_path: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::new(lab.clone(), Site::wan_migration(), opts).with_migroute(Box::new(
-        |site, _| Box::new(MigrouteMover::new(site.clone())),
+        |site, opts| Box::new(MigrouteMover::new(site.clone(), opts.ipv6)),
     ));
     // Refuses an unavailable mode before anything is brought up.
     let mut movers = scenario.movers()?;

@@ -12,7 +12,13 @@
 //!   namespace, reaches both over the lab's core;
 //! - pe-in learns the two agents as route-reflector clients at prepare time (vtysh),
 //!   and forgets them in [`Mover::finish`], after the agents stopped: the naive mode
-//!   then starts from FRR's routes alone.
+//!   then starts from FRR's routes alone;
+//! - with `--ipv6` the VM's /128 moves with its /32 (the probe runs over IPv6): each
+//!   agent has a second session to pe-in, over IPv6 from its link address (pe-a
+//!   2001:db8:12::2, pe-b 2001:db8:13::3), which carries IPv6 unicast with that address
+//!   as next hop; the session over IPv4 carries the /32 as before. The source's IPv6
+//!   override goes into the VXLAN tunnel via the destination's inside link-local (a
+//!   static neighbour), and the destination's delivery route covers the /128 too.
 //!
 //! After every move the mover checks what the scenario promises: the migration
 //! completed, nothing of migroute's (`mr-*` links, proto-245 routes) is left in either
@@ -54,6 +60,12 @@ struct Pe {
     uplink: &'static str,
     /// pe-in's address on that link: the agent's BGP peer.
     ingress_side: &'static str,
+    /// pe-in's interface on that link.
+    ingress_dev: &'static str,
+    /// The IPv6 address towards pe-in: source and next hop of the IPv6 session.
+    uplink6: &'static str,
+    /// pe-in's IPv6 address on that link: the agent's IPv6 BGP peer.
+    ingress_side6: &'static str,
     /// Tunnel endpoint on the pe-a/pe-b link.
     tunnel: &'static str,
 }
@@ -110,17 +122,23 @@ pub struct MigrouteMover {
     /// Moves so far: the plan id and VNI of each run are fresh.
     moves: u32,
     precopy_ms: u64,
+    /// `--ipv6`: move the VM's /128 too, over IPv6 sessions, and measure its FIB.
+    ipv6: bool,
 }
 
 impl MigrouteMover {
-    /// The mover for `wan-migration`'s addresses.
-    pub fn new(site: Site) -> Self {
+    /// The mover for `wan-migration`'s addresses; with `ipv6` the VM's IPv6 host route
+    /// moves along and is the one measured.
+    pub fn new(site: Site, ipv6: bool) -> Self {
         MigrouteMover {
             pe_a: Pe {
                 node: site.pe_a.clone(),
                 loopback: "10.255.0.2",
                 uplink: "10.0.12.2",
                 ingress_side: "10.0.12.1",
+                ingress_dev: "eth2",
+                uplink6: "2001:db8:12::2",
+                ingress_side6: "2001:db8:12::1",
                 tunnel: "10.0.23.2",
             },
             pe_b: Pe {
@@ -128,6 +146,9 @@ impl MigrouteMover {
                 loopback: "10.255.0.3",
                 uplink: "10.0.13.3",
                 ingress_side: "10.0.13.1",
+                ingress_dev: "eth3",
+                uplink6: "2001:db8:13::3",
+                ingress_side6: "2001:db8:13::1",
                 tunnel: "10.0.23.3",
             },
             site,
@@ -137,7 +158,22 @@ impl MigrouteMover {
             moves: 0,
             // Short: the scenario measures the switchover, not a simulated pre-copy.
             precopy_ms: 100,
+            ipv6,
         }
+    }
+
+    /// The VM's host routes this mover moves: the /32, and the /128 with `ipv6`.
+    fn prefixes(&self) -> Vec<Prefix> {
+        let mut p = vec![Prefix::host(self.site.vm_v4)];
+        if self.ipv6 {
+            p.push(Prefix::host(self.site.vm_v6));
+        }
+        p
+    }
+
+    /// The host route the probe's family measures.
+    fn measured(&self) -> Prefix {
+        Prefix::host(self.site.vm_addr(self.ipv6))
     }
 
     fn token_file(&self) -> PathBuf {
@@ -145,10 +181,11 @@ impl MigrouteMover {
     }
 
     /// The agent config for `pe`: in its own namespace, a private journal, BGP to
-    /// pe-in from the uplink, short convergence timers (the lab converges in well
-    /// under a second; the hold only has to outlast the probe's counters).
+    /// pe-in from the uplink (and with `ipv6` a second session over IPv6, whose local
+    /// address is the IPv6 next hop), short convergence timers (the lab converges in
+    /// well under a second; the hold only has to outlast the probe's counters).
     fn agent_config(&self, lab: &Lab, pe: &Pe) -> Result<String, ScenarioError> {
-        Ok(format!(
+        let mut text = format!(
             r#"netns = "{netns}"
 journal = "{journal}"
 [pe]
@@ -184,7 +221,20 @@ local_address = "{uplink}"
             token = self.token_file().display(),
             asn = self.site.asn,
             peer = pe.ingress_side,
-        ))
+        );
+        if self.ipv6 {
+            text.push_str(&format!(
+                r#"[[bgp.peers]]
+address = "{peer}"
+remote_as = {asn}
+local_address = "{uplink6}"
+"#,
+                peer = pe.ingress_side6,
+                asn = self.site.asn,
+                uplink6 = pe.uplink6,
+            ));
+        }
+        Ok(text)
     }
 
     fn start_agent(&self, lab: &Lab, pe: &Pe) -> Result<AgentProcess, ScenarioError> {
@@ -248,23 +298,32 @@ local_address = "{uplink}"
     fn ingress_neighbours(&self, lab: &Lab, remove: bool) -> Result<(), ScenarioError> {
         let mut lines = vec!["configure terminal".to_string()];
         lines.push(format!("router bgp {}", self.site.asn));
-        for pe in [&self.pe_a, &self.pe_b] {
-            let n = format!("neighbor {}", pe.uplink);
-            if remove {
-                lines.push(format!("no {n} remote-as {}", self.site.asn));
-            } else {
-                lines.push(format!("{n} remote-as {}", self.site.asn));
-                lines.push(format!("{n} timers 3 9"));
-                lines.push(format!("{n} timers connect 1"));
+        let mut families = vec![("ipv4", [self.pe_a.uplink, self.pe_b.uplink])];
+        if self.ipv6 {
+            families.push(("ipv6", [self.pe_a.uplink6, self.pe_b.uplink6]));
+        }
+        for (_, neighbours) in &families {
+            for addr in neighbours {
+                let n = format!("neighbor {addr}");
+                if remove {
+                    lines.push(format!("no {n} remote-as {}", self.site.asn));
+                } else {
+                    lines.push(format!("{n} remote-as {}", self.site.asn));
+                    lines.push(format!("{n} timers 3 9"));
+                    lines.push(format!("{n} timers connect 1"));
+                }
             }
         }
         if !remove {
-            lines.push("address-family ipv4 unicast".into());
-            for pe in [&self.pe_a, &self.pe_b] {
-                lines.push(format!("neighbor {} activate", pe.uplink));
-                lines.push(format!("neighbor {} route-reflector-client", pe.uplink));
+            // Each session carries its own family: the IPv6 one has an IPv6 next hop.
+            for (af, neighbours) in &families {
+                lines.push(format!("address-family {af} unicast"));
+                for addr in neighbours {
+                    lines.push(format!("neighbor {addr} activate"));
+                    lines.push(format!("neighbor {addr} route-reflector-client"));
+                }
+                lines.push("exit-address-family".into());
             }
-            lines.push("exit-address-family".into());
         }
         lines.push("exit".into());
         lines.push("end".into());
@@ -290,7 +349,7 @@ local_address = "{uplink}"
             r#"id = "{id}"
 [vm]
 name = "{vm}"
-prefixes = ["{prefix}"]
+prefixes = [{prefixes}]
 [source]
 agent_url = "{src_url}"
 tunnel_endpoint = "{src_tunnel}"
@@ -326,7 +385,12 @@ teardown_ms = 15000
 rollback_step_ms = 15000
 "#,
             vm = self.site.vm,
-            prefix = Prefix::host(self.site.vm_v4),
+            prefixes = self
+                .prefixes()
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
             src_url = src.url(),
             src_tunnel = src.tunnel,
             dst_url = dst.url(),
@@ -411,14 +475,16 @@ rollback_step_ms = 15000
         Ok(report)
     }
 
-    /// migroute's kernel objects in a node: `mr-*` links and proto-245 routes, except,
+    /// migroute's kernel objects in a node: `mr-*` links and routes of either family in
+    /// table 4245 or tagged proto 245, except,
     /// with `delivering`, the delivery routes out of the VM interface (the VM's site
     /// keeps them while its agent announces the VM).
     fn leftovers(lab: &Lab, node: &str, delivering: bool) -> Result<String, ScenarioError> {
         let out = lab.sh(
             node,
             "ip -o link show | grep -o 'mr-[^:@ ]*' || true; \
-             ip route show table all proto 245; ip -6 route show table all proto 245",
+             for f in -4 -6; do ip $f route show table all \
+               | grep -E '(table (4245|migroute)|proto (245|migroute))( |$)' || true; done",
         )?;
         let delivery = format!(" dev {VM_INTERFACE} ");
         let kept = |l: &str| delivering && l.contains(&delivery);
@@ -428,6 +494,29 @@ rollback_step_ms = 15000
             .filter(|l| !l.is_empty() && !kept(l))
             .collect::<Vec<_>>()
             .join("\n"))
+    }
+
+    /// migroute's `ip rule`s in a node, both families (priority 4245, `proto 245`).
+    fn rules(lab: &Lab, node: &str) -> Result<String, ScenarioError> {
+        let out = lab.sh(
+            node,
+            "ip -4 rule show priority 4245; ip -6 rule show priority 4245",
+        )?;
+        Ok(out.trim().to_string())
+    }
+
+    /// Removes migroute's rules from both PEs once the agents are gone: an agent keeps
+    /// them while it runs (they cost nothing with an empty table), and the next mode
+    /// must start from a kernel without migroute.
+    fn remove_rules(&self, lab: &Lab) -> Result<(), ScenarioError> {
+        for pe in [&self.pe_a, &self.pe_b] {
+            lab.sh(
+                &pe.node,
+                "while ip -4 rule del priority 4245 2>/dev/null; do :; done; \
+                 while ip -6 rule del priority 4245 2>/dev/null; do :; done; true",
+            )?;
+        }
+        Ok(())
     }
 
     /// Removes migroute's routes from both PEs once the agents are gone: the last
@@ -445,17 +534,18 @@ rollback_step_ms = 15000
     }
 
     /// What a completed migration promises, checked in the kernel: nothing of
-    /// migroute's left on either PE but the new site's delivery route, and the ingress PE forwarding the VM's address to
-    /// the PE of the VM's new site.
+    /// migroute's left on either PE but the new site's delivery routes, and the ingress
+    /// PE holding exactly one BGP path per moved host route (the new site's agent's)
+    /// and forwarding the VM's addresses to the PE of the VM's new site.
     /// `None`: before the first move (VM at site A, no host route announced).
     fn check_converged(
         &self,
         lab: &Lab,
         direction: Option<Direction>,
     ) -> Result<(), ScenarioError> {
-        let next_hop = match direction {
-            Some(Direction::AToB) => self.pe_b.uplink,
-            Some(Direction::BToA) | None => self.pe_a.uplink,
+        let new_site = match direction {
+            Some(Direction::AToB) => &self.pe_b,
+            Some(Direction::BToA) | None => &self.pe_a,
         };
         let when = direction.map_or("before the first move".to_string(), |d| {
             format!("after migroute's {d} move")
@@ -464,7 +554,7 @@ rollback_step_ms = 15000
         loop {
             let mut wrong = Vec::new();
             for pe in [&self.pe_a, &self.pe_b] {
-                let delivering = direction.is_some() && pe.uplink == next_hop;
+                let delivering = direction.is_some() && pe.node == new_site.node;
                 let left = Self::leftovers(lab, &pe.node, delivering)?;
                 if !left.is_empty() {
                     wrong.push(format!(
@@ -474,40 +564,52 @@ rollback_step_ms = 15000
                     ));
                 }
             }
-            // Exactly one BGP path for the VM, from the destination's agent: the
-            // source's earlier announcement (it was the destination of the previous
-            // move) must have been withdrawn, not merely outranked.
-            let show = vtysh(
-                lab,
-                &self.site.ingress,
-                "show the VM's BGP paths",
-                &[format!(
-                    "show bgp ipv4 unicast {} json",
-                    Prefix::host(self.site.vm_v4)
-                )],
-            )?;
-            let peers = bgp_path_peers(&show);
-            let expected: &[&str] = if direction.is_some() {
-                &[next_hop]
-            } else {
-                &[]
-            };
-            if peers != expected {
-                wrong.push(format!(
-                    "{} holds BGP paths for the VM from {peers:?}, expected {expected:?}",
-                    self.site.ingress
-                ));
-            }
-            let route = lab.sh(
-                &self.site.ingress,
-                &format!("ip route get {}", self.site.vm_v4),
-            )?;
-            if !route.contains(&format!("via {next_hop} ")) {
-                wrong.push(format!(
-                    "{} routes the VM {}, not via {next_hop}",
-                    self.site.ingress,
-                    route.trim()
-                ));
+            for prefix in self.prefixes() {
+                let (af, next_hop) = if prefix.addr.is_ipv4() {
+                    ("ipv4", new_site.uplink)
+                } else {
+                    ("ipv6", new_site.uplink6)
+                };
+                // Exactly one BGP path for the VM, from the destination's agent: the
+                // source's earlier announcement (it was the destination of the
+                // previous move) must have been withdrawn, not merely outranked.
+                let show = vtysh(
+                    lab,
+                    &self.site.ingress,
+                    "show the VM's BGP paths",
+                    &[format!("show bgp {af} unicast {prefix} json")],
+                )?;
+                let peers = bgp_path_peers(&show);
+                let expected: &[&str] = if direction.is_some() {
+                    &[next_hop]
+                } else {
+                    &[]
+                };
+                if peers != expected {
+                    wrong.push(format!(
+                        "{} holds BGP paths for {prefix} from {peers:?}, expected {expected:?}",
+                        self.site.ingress
+                    ));
+                }
+                // Out of the link to the new site's PE. (Before the first move the
+                // /24 or /64 of site A covers the VM, via pe-a's loopback, which
+                // OSPF resolves over that link; OSPFv3's next hops are link-local.)
+                let route = lab.sh(&self.site.ingress, &format!("ip route get {}", prefix.addr))?;
+                let dev = format!(" dev {} ", new_site.ingress_dev);
+                let via = format!("via {next_hop} ");
+                if !route.contains(&dev) || (direction.is_some() && !route.contains(&via)) {
+                    wrong.push(format!(
+                        "{} routes the VM {}, not{}{}",
+                        self.site.ingress,
+                        route.trim(),
+                        if direction.is_some() {
+                            format!(" {via}")
+                        } else {
+                            String::new()
+                        },
+                        dev.trim_end()
+                    ));
+                }
             }
             if wrong.is_empty() {
                 return Ok(());
@@ -572,7 +674,7 @@ impl Mover for MigrouteMover {
         // The ingress PE's FIB is watched from before the migration starts, on a
         // thread: the event's arrival time is the measurement.
         let watch = FibWatch::open(lab, &self.site.ingress)?;
-        let host = Prefix::host(self.site.vm_v4);
+        let host = self.measured();
         let watcher = std::thread::spawn(move || {
             watch.wait(
                 host,
@@ -594,18 +696,31 @@ impl Mover for MigrouteMover {
     fn finish(&mut self, lab: &Lab) -> Result<(), ScenarioError> {
         self.stop_agents();
         self.flush_routes(lab)?;
-        self.ingress_neighbours(lab, true)?;
-        // The agents' host route leaves pe-in with their sessions.
-        let host = Prefix::host(self.site.vm_v4);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while migroute_labs::scenario::naive::in_fib(lab, &self.site.ingress, host)? {
-            if Instant::now() >= deadline {
-                return Err(ScenarioError::Precondition(format!(
-                    "{} still routes {host} after migroute's agents stopped",
-                    self.site.ingress
+        self.remove_rules(lab)?;
+        for pe in [&self.pe_a, &self.pe_b] {
+            let left = Self::leftovers(lab, &pe.node, false)?;
+            let rules = Self::rules(lab, &pe.node)?;
+            if !left.is_empty() || !rules.is_empty() {
+                return Err(fail(format!(
+                    "{} keeps migroute objects after its agent stopped: {}",
+                    pe.node,
+                    [left, rules].join("\n").trim().replace('\n', "; ")
                 )));
             }
-            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.ingress_neighbours(lab, true)?;
+        // The agents' host routes leave pe-in with their sessions.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for host in self.prefixes() {
+            while migroute_labs::scenario::naive::in_fib(lab, &self.site.ingress, host)? {
+                if Instant::now() >= deadline {
+                    return Err(ScenarioError::Precondition(format!(
+                        "{} still routes {host} after migroute's agents stopped",
+                        self.site.ingress
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         Ok(())
     }
