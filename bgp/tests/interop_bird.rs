@@ -162,3 +162,118 @@ fn bird_ebgp_ipv4_ibgp_ipv6_attributes_and_withdraw() {
     let out = bird_route(&net, "203.0.113.50/32").unwrap();
     assert!(out.contains("BGP.med: 9"), "{out}");
 }
+
+/// BIRD with a TCP-MD5 password on its IPv4 session, sending three routes.
+fn bird_md5_conf() -> String {
+    format!(
+        r#"router id {D4};
+protocol device {{ }}
+protocol static s4 {{
+  ipv4;
+  route 10.98.0.0/24 blackhole;
+  route 10.98.1.0/24 blackhole;
+  route 10.98.2.0/24 blackhole;
+}}
+protocol bgp m4 {{
+  local {D4} as 65002;
+  neighbor {S4} as 65001;
+  password "s3cret-md5";
+  hold time 9; keepalive time 3; connect retry time 1;
+  ipv4 {{ import all; export where source = RTS_STATIC; }};
+}}
+"#
+    )
+}
+
+/// `migroute bgp speak` flags for one IPv4 peer (BIRD) with a password file.
+fn md5_speak(net: &Net, password: &str) -> Speak {
+    let pw = net.write("md5", &format!("{password}\n"));
+    net.speak(&[
+        "--local-as",
+        "65001",
+        "--router-id",
+        S4,
+        "--peer",
+        D4,
+        "--peer-as",
+        "65002",
+        "--families",
+        "ipv4",
+        "--hold-time",
+        "9",
+        "--md5-password-file",
+        pw.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn bird_md5_session_and_max_prefix_cease() {
+    let Some(bin) = prerequisites(&["bird", "birdc"]) else {
+        return;
+    };
+    let net = Net::new("bird-md5", bin);
+    net.start_bird(&bird_md5_conf());
+
+    // A wrong password: the kernels drop the signed segments, no session comes up.
+    let before = md5_drops(&net.daemon_ns) + md5_drops(&net.speaker_ns);
+    let sp = md5_speak(&net, "not-the-password");
+    wait_until("segments with a bad signature dropped", T, || {
+        (md5_drops(&net.daemon_ns) + md5_drops(&net.speaker_ns) > before + 2).then_some(())
+    });
+    assert!(
+        !sp.lines().iter().any(session_up),
+        "session up with a wrong password: {:?}",
+        sp.lines()
+    );
+    assert!(!net.birdc("show protocols m4").contains("Established"));
+    drop(sp);
+
+    // The right password: up, and BIRD's routes arrive.
+    let sp = md5_speak(&net, "s3cret-md5");
+    sp.wait("MD5 session", T, |v| session_up(v) && v["peer"] == D4);
+    sp.wait("routes from BIRD", T, |v| received(v, "10.98.2.0/24"));
+    wait_until("BIRD sees the session", T, || {
+        net.birdc("show protocols m4")
+            .contains("Established")
+            .then_some(())
+    });
+    drop(sp);
+
+    // Max-prefix 2: BIRD sends 3, we send Cease/1 (Maximum Number of Prefixes
+    // Reached), and BIRD reports it as the reason the session went down.
+    let cfg = net.write(
+        "speaker.toml",
+        &format!(
+            r#"local_as = 65001
+router_id = "{S4}"
+hold_time = 9
+
+[[peer]]
+address = "{D4}"
+remote_as = 65002
+families = ["ipv4_unicast"]
+connect_retry_secs = 1
+md5_password = "s3cret-md5"
+max_prefixes = {{ limit = 2, action = "cease", restart_secs = 300 }}
+"#
+        ),
+    );
+    let sp = net.speak(&["--config", cfg.to_str().unwrap()]);
+    sp.wait("max-prefix", T, |v| {
+        v["event"] == "max_prefix_exceeded" && v["limit"] == 2
+    });
+    let down = sp.wait("session down", T, |v| {
+        v["event"] == "session_down" && v["peer"] == D4
+    });
+    assert_eq!(down["reason"], "notification_sent");
+    assert_eq!(
+        (down["code"].as_u64(), down["subcode"].as_u64()),
+        (Some(6), Some(1))
+    );
+    let out = wait_until("BIRD records the Cease", T, || {
+        let out = net.birdc("show protocols all m4");
+        out.contains("Maximum number of prefixes reached")
+            .then_some(out)
+    });
+    assert!(out.contains("Received"), "{out}");
+}

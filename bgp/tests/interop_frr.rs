@@ -316,3 +316,103 @@ max_prefixes = { limit = 2, action = "cease", restart_secs = 300 }"#,
     eprintln!("FRR: {}", v[S4]["lastResetDueTo"]);
     assert!(!frr_established(&net, S4));
 }
+
+/// Kills every FRR daemon of the test with SIGKILL: no NOTIFICATION, the kernel just
+/// closes bgpd's sockets.
+fn kill9_frr(net: &Net) {
+    for d in ["bgpd", "staticd", "zebra"] {
+        let p = net.dir.join(format!("daemon/{d}.pid"));
+        let Some(pid) = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill has no memory preconditions; the pid is this test's daemon.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        wait_until(&format!("{d} gone"), T, || {
+            let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting for its (reparented) parent.
+            (st.is_empty() || st.contains(") Z ")).then_some(())
+        });
+        let _ = std::fs::remove_file(&p);
+    }
+}
+
+/// What `show routes` reports as received from `peer`: prefix → stale.
+fn received_routes(sp: &mut Speak, peer: &str) -> Vec<(String, bool)> {
+    let from = sp.len();
+    sp.send("show routes");
+    let v = sp.wait_from(from, "show routes", T, |v| v.get("received").is_some());
+    v["received"][peer]
+        .as_array()
+        .map(|routes| {
+            routes
+                .iter()
+                .map(|r| {
+                    (
+                        r["prefix"].as_str().unwrap_or_default().to_string(),
+                        r["stale"] == true,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn frr_restart_routes_kept_stale_until_end_of_rib() {
+    let Some(net) = start("frr-grr") else { return };
+    // preserve-fw-state: FRR's OPEN after the restart says it kept forwarding (the F
+    // bit), so its routes stay usable until it has re-sent them (RFC 4724 section 4.2).
+    let gr = " bgp graceful-restart preserve-fw-state";
+    net.start_frr(&frr_conf(65002, 65001, gr, "  network 10.99.1.0/24"));
+    let cfg = net.write("speaker.toml", &speaker_toml(65001, 65002, "", ""));
+    let mut sp = net.speak(&["--config", cfg.to_str().unwrap()]);
+    sp.wait("IPv4 session", T, |v| session_up(v) && v["peer"] == D4);
+    sp.wait("10.99.0.0/24", T, |v| received(v, "10.99.0.0/24"));
+    sp.wait("10.99.1.0/24", T, |v| received(v, "10.99.1.0/24"));
+
+    kill9_frr(&net);
+    let down = sp.wait("session down", T, |v| {
+        v["event"] == "session_down" && v["peer"] == D4
+    });
+    assert!(down["stale_routes"].as_u64() >= Some(2), "{down}");
+    // While FRR is away, both routes are still offered, marked stale.
+    let routes = received_routes(&mut sp, D4);
+    for p in ["10.99.0.0/24", "10.99.1.0/24"] {
+        assert!(
+            routes.contains(&(p.to_string(), true)),
+            "{p} not kept stale: {routes:?}"
+        );
+    }
+
+    // FRR comes back without 10.99.1.0/24: after its End-of-RIB that one is swept,
+    // and 10.99.0.0/24 is fresh again without ever having been withdrawn.
+    let from = sp.len();
+    net.start_frr(&frr_conf(65002, 65001, gr, ""));
+    sp.wait_from(from, "session back", T, |v| {
+        session_up(v) && v["peer"] == D4
+    });
+    sp.wait_from(from, "End-of-RIB", T, |v| {
+        v["event"] == "end_of_rib" && v["peer"] == D4
+    });
+    let swept = sp.wait_from(from, "stale route swept", T, |v| {
+        v["event"] == "route_withdrawn" && v["prefix"] == "10.99.1.0/24"
+    });
+    assert_eq!(swept["stale"], true, "{swept}");
+    let routes = received_routes(&mut sp, D4);
+    assert_eq!(
+        routes,
+        vec![("10.99.0.0/24".to_string(), false)],
+        "after End-of-RIB"
+    );
+    assert!(
+        !sp.lines()
+            .iter()
+            .any(|v| v["event"] == "route_withdrawn" && v["prefix"] == "10.99.0.0/24"),
+        "10.99.0.0/24 was withdrawn during the restart"
+    );
+}

@@ -216,3 +216,127 @@ fn gobgp_ebgp_ipv4_ibgp_ipv6_attributes_and_withdraw() {
     let a = gobgp_attrs(&net, "ipv4", "203.0.113.50/32").unwrap();
     assert_eq!(attr(&a, 4).map(|x| &x["metric"]), Some(&Value::from(9)));
 }
+
+/// gobgpd with a TCP-MD5 password on its IPv4 neighbor.
+fn gobgp_md5_conf() -> String {
+    format!(
+        r#"[global.config]
+  as = 65002
+  router-id = "{D4}"
+
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{S4}"
+    peer-as = 65001
+    auth-password = "s3cret-md5"
+  [neighbors.timers.config]
+    connect-retry = 1
+    hold-time = 9
+    keepalive-interval = 3
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+"#
+    )
+}
+
+fn md5_speaker_toml(password: &str, extra: &str) -> String {
+    format!(
+        r#"local_as = 65001
+router_id = "{S4}"
+hold_time = 9
+
+[[peer]]
+address = "{D4}"
+remote_as = 65002
+families = ["ipv4_unicast"]
+connect_retry_secs = 1
+md5_password = "{password}"
+{extra}
+"#
+    )
+}
+
+/// NOTIFICATIONs gobgpd counts as received from us.
+fn notifications_received(net: &Net) -> u64 {
+    let n = net.gobgp_json(&["neighbor", S4]);
+    n["state"]["messages"]["received"]["notification"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn gobgp_md5_session_and_max_prefix_cease() {
+    let Some(bin) = prerequisites(&["gobgpd", "gobgp"]) else {
+        return;
+    };
+    let net = Net::new("gobgp-md5", bin);
+    net.start_gobgp(&gobgp_md5_conf());
+    for p in ["10.97.0.0/24", "10.97.1.0/24", "10.97.2.0/24"] {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &net.daemon_ns, "gobgp", "-u", "127.0.0.1"])
+            .args(["global", "rib", "add", p, "-a", "ipv4"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A wrong password: the kernels drop the signed segments, no session comes up.
+    let before = md5_drops(&net.daemon_ns) + md5_drops(&net.speaker_ns);
+    let cfg = net.write("wrong.toml", &md5_speaker_toml("not-the-password", ""));
+    let sp = net.speak(&["--config", cfg.to_str().unwrap()]);
+    wait_until("segments with a bad signature dropped", T, || {
+        (md5_drops(&net.daemon_ns) + md5_drops(&net.speaker_ns) > before + 2).then_some(())
+    });
+    assert!(
+        !sp.lines().iter().any(session_up),
+        "session up with a wrong password: {:?}",
+        sp.lines()
+    );
+    assert!(!established(&net));
+    drop(sp);
+
+    // The right password: up, and gobgpd's routes arrive.
+    let cfg = net.write("right.toml", &md5_speaker_toml("s3cret-md5", ""));
+    let sp = net.speak(&["--config", cfg.to_str().unwrap()]);
+    sp.wait("MD5 session", T, |v| session_up(v) && v["peer"] == D4);
+    sp.wait("routes from gobgpd", T, |v| received(v, "10.97.2.0/24"));
+    wait_until("gobgpd sees the session", T, || {
+        established(&net).then_some(())
+    });
+    drop(sp);
+
+    // Max-prefix 2: gobgpd sends 3, we send Cease/1, gobgpd counts the NOTIFICATION.
+    wait_until("gobgpd sees the session drop", T, || {
+        (!established(&net)).then_some(())
+    });
+    let notified = notifications_received(&net);
+    let cfg = net.write(
+        "cease.toml",
+        &md5_speaker_toml(
+            "s3cret-md5",
+            r#"max_prefixes = { limit = 2, action = "cease", restart_secs = 300 }"#,
+        ),
+    );
+    let sp = net.speak(&["--config", cfg.to_str().unwrap()]);
+    sp.wait("max-prefix", T, |v| {
+        v["event"] == "max_prefix_exceeded" && v["limit"] == 2
+    });
+    let down = sp.wait("session down", T, |v| {
+        v["event"] == "session_down" && v["peer"] == D4
+    });
+    assert_eq!(down["reason"], "notification_sent");
+    assert_eq!(
+        (down["code"].as_u64(), down["subcode"].as_u64()),
+        (Some(6), Some(1))
+    );
+    let n = wait_until("gobgpd counts the Cease", T, || {
+        let n = net.gobgp_json(&["neighbor", S4]);
+        (notifications_received(&net) > notified).then_some(n)
+    });
+    assert!(!established(&net), "{n}");
+}

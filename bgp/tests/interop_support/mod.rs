@@ -385,6 +385,23 @@ impl Drop for Speak {
     }
 }
 
+/// TCP segments the kernel of namespace `ns` dropped for a missing or wrong TCP-MD5
+/// signature (`TcpExtTCPMD5Unexpected`, `TCPMD5NotFound` and `TCPMD5Failure`):
+/// evidence that a session attempt was made and refused.
+pub fn md5_drops(ns: &str) -> u64 {
+    let out = run(Command::new("ip").args(["netns", "exec", ns, "cat", "/proc/net/netstat"]));
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let [names, values] = lines[..] else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(n, _)| n.starts_with("TCPMD5"))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
+}
+
 /// Whether a `route_received` line is for `prefix`.
 pub fn received(v: &Value, prefix: &str) -> bool {
     v["event"] == "route_received" && v["prefix"] == prefix
