@@ -88,7 +88,7 @@ impl Libvirtd {
                 dir.join(sub).display()
             ));
         }
-        script.push_str("exec libvirtd --listen -f /etc/libvirt/libvirtd.conf\n");
+        script.push_str("exec libvirtd --listen --pid-file /run/libvirt/libvirtd.pid -f /etc/libvirt/libvirtd.conf\n");
         let out = std::fs::File::create(dir.join("libvirtd.out")).map_err(|e| err("log", e))?;
         let child = Command::new("ip")
             .args([

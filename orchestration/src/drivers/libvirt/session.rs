@@ -246,6 +246,7 @@ fn follow(
     let mut follower = Follower::default();
     let mut completed = None;
     let mut next_poll = Instant::now();
+    let mut next_settings = Instant::now();
     let mut cancel_seen = false;
     let feed = |f: &mut Follower, o: Observation| {
         for e in f.handle(o) {
@@ -322,8 +323,12 @@ fn follow(
                 next_poll = Instant::now() + cfg.poll_interval;
                 match ffi::job_stats(dom, false) {
                     Ok(s) if s.active() => {
-                        if !settings_applied {
+                        // A job we attached to keeps the limits it was started with
+                        // (libvirt sets them again when the memory phase starts, after
+                        // the disks): hold this plan's limits on it all along.
+                        if !settings_applied || (attached && Instant::now() >= next_settings) {
                             settings_applied = apply_settings(cfg, dom).is_ok();
+                            next_settings = Instant::now() + Duration::from_secs(1);
                         }
                         feed(&mut follower, Observation::Stats(s));
                     }
