@@ -530,6 +530,14 @@ impl PeerNotifier {
         }
     }
 
+    /// With a caller-built client (timeout, a private CA for `https://` peers).
+    pub fn with_client(token: String, client: reqwest::Client) -> Self {
+        PeerNotifier {
+            client,
+            token: token.into(),
+        }
+    }
+
     /// `POST {api_url}/v1/migrations/{id}/switchover`, in the background.
     pub fn switchover(&self, api_url: &str, id: &str) {
         let url = format!(

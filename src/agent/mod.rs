@@ -10,6 +10,7 @@ pub mod recovery;
 pub mod runtime;
 pub mod speaker;
 pub mod sysctl;
+pub mod vm_seen;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,9 +51,12 @@ pub enum AgentError {
     /// The BGP speaker did not start.
     #[error("BGP speaker: {0}")]
     Speaker(#[from] announcer::AnnounceError),
-    /// TLS configured but not available.
-    #[error("api.tls_cert/tls_key: TLS is not available in this build; terminate TLS in front of the agent or leave them out")]
-    NoTls,
+    /// TLS certificate, key or peer CA unusable.
+    #[error(transparent)]
+    Tls(#[from] api::tls::TlsError),
+    /// The client for peer agents could not be built.
+    #[error("peer API client: {0}")]
+    PeerClient(#[from] reqwest::Error),
     /// Journal.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -79,12 +83,16 @@ pub enum AgentError {
 /// Serves the API on `listener` until `state.shutdown` flips, then lets the owner
 /// finish: in-flight requests complete, SSE streams end, then the owner stops.
 /// Returns the owner (tests inspect it).
-pub async fn serve<D: Dataplane>(
+pub async fn serve<D: Dataplane, L>(
     owner: Owner<D>,
     rx: mpsc::Receiver<Request>,
     state: ApiState,
-    listener: TcpListener,
-) -> std::io::Result<Owner<D>> {
+    listener: L,
+) -> std::io::Result<Owner<D>>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let mut stop = state.shutdown.clone();
     let app = api::router(state);
     // The owner stops once the server has drained (every in-flight request answered),
@@ -108,21 +116,28 @@ pub async fn serve<D: Dataplane>(
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let token = cfg.token()?;
     let peer_token = cfg.peer_token()?;
-    if cfg.api.tls_cert.is_some() {
-        return Err(AgentError::NoTls);
-    }
+    // Certificates are checked before anything else starts: a bad file stops the agent
+    // with its name instead of leaving it half up.
+    let tls =
+        api::tls::optional_server_config(cfg.api.tls_cert.as_deref(), cfg.api.tls_key.as_deref())?;
+    let notifier = match &cfg.api.peer_ca_file {
+        None => PeerNotifier::new(peer_token),
+        Some(ca) => PeerNotifier::with_client(peer_token, peer_client(ca)?),
+    };
     if cfg.pe.vm_interface.is_none() {
         tracing::warn!(
             "no pe.vm_interface: as a destination this PE delivers by its FIB, which a host \
              route of an earlier move may point back at the source"
         );
     }
+    let netns = Netns::from_option(cfg.netns.as_deref());
     // No peers: record routes without sending them (labs, dry runs).
     let speaker = if cfg.bgp.peers.is_empty() {
         tracing::warn!("no [[bgp.peers]]: routes are recorded, not announced");
         None
     } else {
-        Some(speaker::BgpAnnouncer::start(speaker::speaker_config(&cfg)?).await?)
+        // In the configured namespace, like the tunnels: the peers are reached there.
+        Some(speaker::BgpAnnouncer::start_in(&netns, speaker::speaker_config(&cfg)?).await?)
     };
     let announcer: Arc<dyn RouteAnnouncer> = match &speaker {
         Some(s) => Arc::new(s.clone()),
@@ -137,7 +152,6 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let journal = Journal::open(&cfg.journal)?;
     let registry = journal.load_registry(now())?;
     let metrics = Arc::new(Metrics::new());
-    let netns = Netns::from_option(cfg.netns.as_deref());
     let dataplane =
         KernelDataplane::open(netns.clone(), Naming::from_config(&cfg.pe), metrics.clone()).await?;
     let (events, _) = broadcast::channel(1024);
@@ -146,7 +160,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         journal,
         dataplane,
         announcer: announcer.clone(),
-        notifier: PeerNotifier::new(peer_token),
+        notifier,
         events: events.clone(),
         metrics: metrics.clone(),
         counter_poll: Duration::from_millis(cfg.convergence.counter_poll_ms),
@@ -167,7 +181,21 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         withdrawn = report.withdrawn,
         "recovered"
     );
+    // Opened before serving, so a missing interface or capability stops the agent.
+    let vm_socket = match (cfg.pe.detect_vm, &cfg.pe.vm_interface) {
+        (true, Some(ifname)) => Some(vm_seen::PacketSocket::open(&netns, ifname).await.map_err(
+            |source| AgentError::Io {
+                what: format!("listen for the VM on {ifname} (AF_PACKET, needs CAP_NET_RAW)"),
+                source,
+            },
+        )?),
+        _ => None,
+    };
     let (handle, rx) = Owner::<KernelDataplane>::channel();
+    if let Some(socket) = vm_socket {
+        tracing::info!(interface = ?cfg.pe.vm_interface, "listening for VM announcements");
+        tokio::spawn(vm_seen::listen(socket, handle.clone()));
+    }
     if let Some(s) = &speaker {
         s.bridge_sessions(handle.clone());
     }
@@ -204,7 +232,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         what: "local address".into(),
         source,
     })?;
-    tracing::info!(%addr, "API listening");
+    tracing::info!(%addr, tls = tls.is_some(), "API listening");
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!(
@@ -212,18 +240,36 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         );
         let _ = stop_tx.send(true);
     });
-    let owner = serve(owner, rx, state, listener)
-        .await
-        .map_err(|source| AgentError::Io {
-            what: "serve".into(),
-            source,
-        })?;
+    let served = match tls {
+        Some(config) => {
+            serve(
+                owner,
+                rx,
+                state,
+                api::tls::TlsListener::new(listener, config),
+            )
+            .await
+        }
+        None => serve(owner, rx, state, listener).await,
+    };
+    let owner = served.map_err(|source| AgentError::Io {
+        what: "serve".into(),
+        source,
+    })?;
     if let Some(f) = owner.fatal() {
         return Err(AgentError::Fatal(f.to_owned()));
     }
     drop(owner);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The client for peer agents' APIs when they carry a private CA's certificates: as
+/// [`PeerNotifier::new`]'s (a peer that does not answer must not hold up this PE's
+/// migrations), trusting `ca` too.
+fn peer_client(ca: &std::path::Path) -> Result<reqwest::Client, AgentError> {
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(2));
+    Ok(api::tls::trust_ca(builder, ca)?.build()?)
 }
 
 async fn wait_for_signal() {

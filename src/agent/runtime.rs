@@ -26,6 +26,7 @@ use super::announcer::RouteAnnouncer;
 use super::effector::{perform, Dataplane, Effects, PeerNotifier};
 use super::metrics::Metrics;
 use super::now;
+use super::vm_seen::Heard;
 
 /// A request to the owner task.
 #[derive(Debug)]
@@ -59,6 +60,12 @@ pub enum Request {
     List {
         /// Answer.
         reply: oneshot::Sender<Vec<Status>>,
+    },
+    /// The VM announced itself on the VM-facing interface (RARP, gratuitous ARP,
+    /// unsolicited neighbour advertisement).
+    VmSeen {
+        /// What was heard.
+        heard: Heard,
     },
     /// The speaker has (or no longer has) an established session.
     BgpSession {
@@ -154,6 +161,14 @@ impl AgentHandle {
     pub async fn bgp_session(&self, up: bool) -> Result<(), AgentError> {
         self.tx
             .send(Request::BgpSession { up })
+            .await
+            .map_err(|_| AgentError::Stopped)
+    }
+
+    /// The VM was heard (see [`super::vm_seen`]). Fire and forget: frames keep coming.
+    pub async fn vm_seen(&self, heard: Heard) -> Result<(), AgentError> {
+        self.tx
+            .send(Request::VmSeen { heard })
             .await
             .map_err(|_| AgentError::Stopped)
     }
@@ -292,7 +307,7 @@ impl<D: Dataplane> Owner<D> {
                 Request::List { reply } => {
                     let _ = reply.send(self.registry.iter().map(|m| m.status()).collect());
                 }
-                Request::BgpSession { .. } => {}
+                Request::BgpSession { .. } | Request::VmSeen { .. } => {}
             }
             return;
         }
@@ -318,6 +333,23 @@ impl<D: Dataplane> Owner<D> {
             }
             Request::List { reply } => {
                 let _ = reply.send(self.registry.iter().map(|m| m.status()).collect());
+            }
+            Request::VmSeen { heard } => {
+                let now = now();
+                let found = match heard {
+                    Heard::Mac(mac) => self.registry.vm_seen_mac(mac, now),
+                    Heard::Addr(addr) => self.registry.vm_seen(addr, now),
+                };
+                match found {
+                    Ok(cmds) if cmds.is_empty() => {}
+                    Ok(cmds) => {
+                        tracing::info!(?heard, "VM seen here: announcing");
+                        self.run_logged(cmds, now).await;
+                    }
+                    // Not one of ours (another VM's announcement), or a phase that
+                    // refuses it: nothing to do.
+                    Err(e) => tracing::debug!(?heard, error = %e, "VM announcement ignored"),
+                }
             }
             Request::BgpSession { up } => {
                 tracing::info!(up, "BGP sessions");

@@ -13,6 +13,7 @@ use migroute_orchestration::pe::{Community, Route, RouteAttrs};
 use super::announcer::{AnnounceError, PeerInfo, RouteAnnouncer, UpdateStats};
 use super::runtime::AgentHandle;
 use crate::config::{AgentConfig, ConfigError};
+use migroute_tunnel::Netns;
 
 /// The embedded speaker.
 #[derive(Debug, Clone)]
@@ -62,6 +63,58 @@ impl BgpAnnouncer {
             .await
             .map_err(|e| AnnounceError(e.to_string()))?;
         Ok(BgpAnnouncer { speaker })
+    }
+
+    /// Starts the speaker so that every socket it opens (listener, each connection
+    /// attempt) lives in `netns`: it runs on its own single-threaded runtime, on a
+    /// thread that entered the namespace before the runtime existed. Sockets keep the
+    /// namespace they were created in, while the handle is used from anywhere. For the
+    /// agent's own namespace this is [`BgpAnnouncer::start`].
+    pub async fn start_in(netns: &Netns, cfg: SpeakerConfig) -> Result<Self, AnnounceError> {
+        let Some(path) = netns.path() else {
+            return Self::start(cfg).await;
+        };
+        let err = |what: &str, e: &dyn std::fmt::Display| {
+            AnnounceError(format!("BGP speaker in netns {netns}: {what}: {e}"))
+        };
+        let file = std::fs::File::open(&path).map_err(|e| err("open", &e))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("migroute-bgp".into())
+            .spawn(move || {
+                let started = (|| {
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| format!("setns: {e}"))?;
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("runtime: {e}"))
+                })();
+                let rt = match started {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Speaker::start(cfg).await {
+                        Ok((speaker, join)) => {
+                            let _ = tx.send(Ok(speaker));
+                            let _ = join.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string()));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| err("thread", &e))?;
+        match rx.await {
+            Ok(Ok(speaker)) => Ok(BgpAnnouncer { speaker }),
+            Ok(Err(e)) => Err(err("start", &e)),
+            Err(_) => Err(err("start", &"thread ended")),
+        }
     }
 
     /// Forwards "any session established?" changes to the owner task.

@@ -18,7 +18,9 @@ pub async fn write(netns: &Netns, key: String, value: &'static str) -> io::Resul
     run_in(netns, move || std::fs::write(&path, value)).await
 }
 
-async fn run_in<T: Send + 'static>(
+/// Runs `f` on a short-lived thread inside `netns` (the caller's namespace for the
+/// default one) and returns its result. Sockets `f` creates stay in that namespace.
+pub(crate) async fn run_in<T: Send + 'static>(
     netns: &Netns,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {

@@ -141,9 +141,9 @@ impl From<RegistryError> for ApiError {
                 }
                 a
             }
-            RegistryError::NotFound(_) | RegistryError::NoMigrationFor(_) => {
-                Self::not_found(e.to_string())
-            }
+            RegistryError::NotFound(_)
+            | RegistryError::NoMigrationFor(_)
+            | RegistryError::NoMigrationForMac(_) => Self::not_found(e.to_string()),
             RegistryError::Machine(m) => {
                 let mut a = Self::new(StatusCode::CONFLICT, e.to_string());
                 match m {

@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use ipnetwork::IpNetwork;
 use migroute_orchestration::pe::{
-    Community, Event, MigrationId, MigrationSpec, PeerPe, Preference, Role, RoutePolicy, Status,
-    Timers, TunnelKind,
+    Community, Event, MacAddr, MigrationId, MigrationSpec, PeerPe, Preference, Role, RoutePolicy,
+    Status, Timers, TunnelKind,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -133,6 +133,14 @@ pub struct MigrationRequest {
     /// Timer overrides.
     #[serde(default)]
     pub timers: Option<TimersDto>,
+    /// The VM's MAC address (`aa:bb:cc:dd:ee:ff`). A destination that listens for the
+    /// VM (`pe.detect_vm`) recognises QEMU's RARP announcement by it.
+    #[serde(default)]
+    #[schema(
+        example = "52:54:00:12:34:56",
+        pattern = "^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"
+    )]
+    pub vm_mac: Option<String>,
 }
 
 /// A phase entered.
@@ -229,6 +237,9 @@ pub struct MigrationView {
     pub errors: Vec<ErrorView>,
     /// Next deadline (hold, stall), epoch milliseconds.
     pub next_deadline_ms: Option<u64>,
+    /// The VM's MAC address, if the request gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_mac: Option<String>,
 }
 
 impl From<&Status> for MigrationView {
@@ -302,6 +313,7 @@ impl From<&Status> for MigrationView {
                 })
                 .collect(),
             next_deadline_ms: s.next_deadline.map(|t| t.as_millis()),
+            vm_mac: spec.vm_mac.map(|m| m.to_string()),
         }
     }
 }
@@ -501,7 +513,19 @@ fn to_spec(req: MigrationRequest, rules: &RequestRules) -> Result<MigrationSpec,
             "must be positive",
         ));
     }
+    let vm_mac = req
+        .vm_mac
+        .as_deref()
+        .map(|m| {
+            m.parse::<MacAddr>()
+                .map_err(|e| ApiError::bad_field("vm_mac", e.to_string()))
+        })
+        .transpose()?;
+    if vm_mac.is_some_and(|m| m.0[0] & 1 == 1 || m.0 == [0; 6]) {
+        return Err(ApiError::bad_field("vm_mac", "not a unicast MAC address"));
+    }
     Ok(MigrationSpec {
+        vm_mac,
         prefixes,
         role: match req.role {
             RoleDto::Source => Role::Source,

@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod migrations;
 pub mod openapi;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;

@@ -62,6 +62,7 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("journal {}", dir.display()))?;
     }
     let journal = Arc::new(Journal::open(&cfg.journal)?);
+    let tls = cfg.api.tls()?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -73,8 +74,14 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
             .await
             .with_context(|| format!("api.listen {}", cfg.api.listen))?;
-        tracing::info!(addr = %cfg.api.listen, resumed, "orchestrator API listening");
-        service::serve(listener, state, shutdown()).await?;
+        tracing::info!(addr = %cfg.api.listen, resumed, tls = tls.is_some(), "orchestrator API listening");
+        match tls {
+            Some(config) => {
+                let listener = crate::api::tls::TlsListener::new(listener, config);
+                service::serve_on(listener, state, shutdown()).await?
+            }
+            None => service::serve(listener, state, shutdown()).await?,
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -61,6 +61,12 @@ pub struct PeConfig {
     /// the destination relies on its FIB, as before.
     #[serde(default)]
     pub vm_interface: Option<String>,
+    /// Listen on `vm_interface` for the VM's announcements after a migration (QEMU's
+    /// RARP, gratuitous ARP, unsolicited neighbour advertisements) and, as the
+    /// destination, announce at once and tell the source to switch over, without
+    /// waiting for the migration software. Needs `CAP_NET_RAW`.
+    #[serde(default)]
+    pub detect_vm: bool,
 }
 
 fn default_inside_pool() -> Ipv4Network {
@@ -78,12 +84,18 @@ pub struct ApiConfig {
     /// Token for calling the peer agents' APIs; defaults to our own token.
     #[serde(default)]
     pub peer_token_file: Option<PathBuf>,
-    /// PEM certificate chain for TLS.
+    /// PEM certificate chain for TLS (leaf first). With `tls_key`, the API is served
+    /// over HTTPS only.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust when calling a peer agent over `https://` (its
+    /// `api_url`), on top of the built-in roots: PEs usually carry a private CA's
+    /// certificates.
+    #[serde(default)]
+    pub peer_ca_file: Option<PathBuf>,
     /// Largest request body accepted.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -288,6 +300,12 @@ impl AgentConfig {
                 "tls_cert and tls_key go together".into(),
             ));
         }
+        if self.pe.detect_vm && self.pe.vm_interface.is_none() {
+            return Err(invalid(
+                "pe.detect_vm",
+                "needs pe.vm_interface, the interface the VM is heard on".into(),
+            ));
+        }
         if self.api.max_prefixes == 0 {
             return Err(invalid("api.max_prefixes", "must be at least 1".into()));
         }
@@ -387,6 +405,7 @@ mod tests {
         assert_eq!(c.convergence.counter_poll_ms, 50);
         assert_eq!(c.pe.tunnel_inside_pool.to_string(), "169.254.0.0/16");
         assert!(c.netns.is_none());
+        assert!(!c.pe.detect_vm);
     }
 
     #[test]
@@ -404,6 +423,10 @@ mod tests {
             (
                 format!("{MINIMAL}\n[[bgp.peers]]\naddress = \"10.255.0.1\"\nremote_as = 65000\n"),
                 "bgp.asn",
+            ),
+            (
+                MINIMAL.replace("[api]", "detect_vm = true\n[api]"),
+                "pe.detect_vm",
             ),
         ];
         for (text, field) in cases {

@@ -41,6 +41,9 @@ pub enum ClientError {
         /// The URL.
         url: String,
     },
+    /// The CA file to trust is unusable.
+    #[error(transparent)]
+    Tls(Box<crate::api::tls::TlsError>),
     /// reqwest could not build its client.
     #[error("http client: {0}")]
     Build(#[from] reqwest::Error),
@@ -87,6 +90,16 @@ impl HttpAgent {
             timeout,
             client,
         })
+    }
+
+    /// Also trusts the CA certificates in `ca_file` (PEM), for an agent served over
+    /// `https://` with a private CA's certificate.
+    pub fn with_ca_file(mut self, ca_file: &Path) -> Result<Self, ClientError> {
+        let builder = reqwest::Client::builder().connect_timeout(self.timeout);
+        self.client = crate::api::tls::trust_ca(builder, ca_file)
+            .map_err(|e| ClientError::Tls(Box::new(e)))?
+            .build()?;
+        Ok(self)
     }
 
     /// One call: the HTTP status and body, or an error naming the call. Statuses are

@@ -61,6 +61,26 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Bearer token callers must send (one line, at least 16 characters).
     pub token_file: PathBuf,
+    /// PEM certificate chain; with `tls_key` the service speaks HTTPS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ApiConfig {
+    /// The TLS configuration, if `tls_cert` and `tls_key` are set (one without the
+    /// other is an error).
+    pub fn tls(&self) -> anyhow::Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            anyhow::bail!("api.tls_cert and api.tls_key go together");
+        }
+        Ok(crate::api::tls::optional_server_config(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )?)
+    }
 }
 
 /// `[agents]`.
@@ -457,6 +477,19 @@ pub async fn serve(
     state: ServiceState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_on(listener, state, shutdown).await
+}
+
+/// [`serve`] on any listener, e.g. [`crate::api::tls::TlsListener`].
+pub async fn serve_on<L>(
+    listener: L,
+    state: ServiceState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -60,13 +60,21 @@ pub fn drivers(
     base_dir: &Path,
     settings: &DriverSettings,
 ) -> Result<PlanDrivers, SetupError> {
-    let agent = |field, url: &str| {
-        HttpAgent::new(url, settings.agent_token.clone(), settings.agent_timeout)
-            .map(Arc::new)
-            .map_err(|source| SetupError::Agent { field, source })
+    let agent = |field, at: &migroute_orchestration::migration::AgentPlan| {
+        HttpAgent::new(
+            &at.agent_url,
+            settings.agent_token.clone(),
+            settings.agent_timeout,
+        )
+        .and_then(|client| match &at.ca_file {
+            Some(ca) => client.with_ca_file(&base_dir.join(ca)),
+            None => Ok(client),
+        })
+        .map(Arc::new)
+        .map_err(|source| SetupError::Agent { field, source })
     };
-    let source = agent("source.agent_url", &plan.source.agent_url)?;
-    let destination = agent("destination.agent_url", &plan.destination.agent_url)?;
+    let source = agent("source.agent_url", &plan.source)?;
+    let destination = agent("destination.agent_url", &plan.destination)?;
     let hypervisor = match &plan.hypervisor {
         HypervisorPlan::Lab {
             topology,

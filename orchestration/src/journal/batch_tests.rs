@@ -28,6 +28,7 @@ fn spec(role: Role, prefix: &str, vni: u32) -> MigrationSpec {
             min_hold_ms: 3_000,
             converge_timeout_ms: 30_000,
         },
+        vm_mac: None,
     }
 }
 

@@ -59,6 +59,10 @@ pub struct AgentPlan {
     pub agent_url: String,
     /// The PE's tunnel endpoint: the other PE's tunnel goes there.
     pub tunnel_endpoint: IpAddr,
+    /// PEM CA certificate(s) to trust for an `https://` agent URL (a private CA);
+    /// relative to the plan's directory. Absent: the built-in roots only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The hypervisor, tagged by `kind`. The kind also decides how the switchover is tied to
@@ -425,7 +429,7 @@ pub enum PlanError {
         reason: String,
     },
     /// The spec derived for an agent fails the agent's own validation.
-    #[error("plan field {field}: the {role} agent would refuse it")]
+    #[error("plan field {field}: the {role} agent would refuse it: {source}")]
     Spec {
         /// Dotted path of the culprit.
         field: &'static str,
@@ -597,6 +601,7 @@ impl MigrationPlan {
             tunnel: self.tunnel,
             policy: self.policy.route.clone(),
             timers: self.policy.convergence,
+            vm_mac: None,
         }
     }
 

@@ -50,10 +50,12 @@ pub(crate) fn plan(storage: bool, style: QuiesceStyle) -> MigrationPlan {
         source: AgentPlan {
             agent_url: "http://pe-a:8080".into(),
             tunnel_endpoint: "192.0.2.1".parse().unwrap(),
+            ca_file: None,
         },
         destination: AgentPlan {
             agent_url: "http://pe-b:8080".into(),
             tunnel_endpoint: "192.0.2.2".parse().unwrap(),
+            ca_file: None,
         },
         tunnel: TunnelKind::Vxlan { vni: 4242 },
         hypervisor,

@@ -2,7 +2,7 @@
 
 use super::event::EventKind;
 use super::phase::{Phase, Role};
-use super::spec::{MigrationId, SpecError};
+use super::spec::{MacAddr, MigrationId, SpecError};
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 use thiserror::Error;
@@ -126,6 +126,9 @@ pub enum RegistryError {
     /// 404: no live destination migration moves this address (VM seen).
     #[error("no live destination migration for {0}")]
     NoMigrationFor(IpAddr),
+    /// 404: no live destination migration moves the VM with this MAC (RARP heard).
+    #[error("no live destination migration for MAC {0}")]
+    NoMigrationForMac(MacAddr),
     /// 409: the machine refused the event.
     #[error(transparent)]
     Machine(#[from] PeError),

@@ -65,7 +65,10 @@ pub use machine::{Effects, ErrorRecord, PeMigration, Status, Transition};
 pub use phase::{Phase, Role};
 pub use policy::{Community, CommunityParseError, Preference, RouteAttrs, RoutePolicy};
 pub use registry::{Prepared, Registry};
-pub use spec::{MigrationId, MigrationSpec, PeerPe, SpecError, Timers, TunnelKind, TunnelSpec};
+pub use spec::{
+    MacAddr, MacParseError, MigrationId, MigrationSpec, PeerPe, SpecError, Timers, TunnelKind,
+    TunnelSpec,
+};
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use super::error::{ConflictReason, RegistryError, ReplayError};
 use super::event::Event;
 use super::machine::PeMigration;
 use super::phase::{Phase, Role};
-use super::spec::{MigrationId, MigrationSpec};
+use super::spec::{MacAddr, MigrationId, MigrationSpec};
 use crate::Time;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -155,6 +155,21 @@ impl Registry {
             })
             .map(|m| m.id().clone())
             .ok_or(RegistryError::NoMigrationFor(addr))?;
+        self.handle(&id, Event::VmSeen, now)
+    }
+
+    /// RARP from `mac` heard at this PE (QEMU's announcement carries no IP address):
+    /// as [`Registry::vm_seen`], for the live destination migration of the VM with that
+    /// MAC.
+    pub fn vm_seen_mac(&mut self, mac: MacAddr, now: Time) -> Result<Vec<Command>, RegistryError> {
+        let id = self
+            .migrations
+            .values()
+            .find(|m| {
+                m.role() == Role::Destination && m.phase().is_live() && m.spec().vm_mac == Some(mac)
+            })
+            .map(|m| m.id().clone())
+            .ok_or(RegistryError::NoMigrationForMac(mac))?;
         self.handle(&id, Event::VmSeen, now)
     }
 

@@ -139,6 +139,64 @@ pub struct MigrationSpec {
     /// Convergence timers.
     #[serde(default)]
     pub timers: Timers,
+    /// The VM's MAC address. A destination that listens on its VM-facing interface
+    /// recognises the VM by it in the RARP announcement QEMU sends after a migration,
+    /// which carries no IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_mac: Option<MacAddr>,
+}
+
+/// An Ethernet MAC address, written `aa:bb:cc:dd:ee:ff` (case-insensitive, `-` also
+/// accepted as separator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MacAddr(pub [u8; 6]);
+
+/// Text that is not a MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("bad MAC address {0:?}: want aa:bb:cc:dd:ee:ff")]
+pub struct MacParseError(pub String);
+
+impl std::str::FromStr for MacAddr {
+    type Err = MacParseError;
+
+    fn from_str(s: &str) -> Result<Self, MacParseError> {
+        let bad = || MacParseError(s.to_owned());
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for byte in &mut out {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = MacParseError;
+
+    fn try_from(s: String) -> Result<Self, MacParseError> {
+        s.parse()
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(m: MacAddr) -> String {
+        m.to_string()
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
 }
 
 impl MigrationSpec {
@@ -223,7 +281,38 @@ pub(crate) mod tests {
                 min_hold_ms: 3_000,
                 converge_timeout_ms: 30_000,
             },
+            vm_mac: None,
         }
+    }
+
+    #[test]
+    fn mac_addresses_parse_and_print() {
+        let m: MacAddr = "52:54:00:AB:cd:0e".parse().unwrap();
+        assert_eq!(m.0, [0x52, 0x54, 0, 0xab, 0xcd, 0x0e]);
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:0e");
+        assert_eq!("52-54-00-ab-cd-0e".parse::<MacAddr>(), Ok(m));
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:0e:ff",
+            "5:54:00:ab:cd:0e",
+            "zz:54:00:ab:cd:0e",
+        ] {
+            assert_eq!(
+                bad.parse::<MacAddr>(),
+                Err(MacParseError(bad.into())),
+                "{bad}"
+            );
+        }
+        let s: MigrationSpec = serde_json::from_str(
+            r#"{"prefixes":["10.0.0.1/32"],"role":"destination","peer":{"tunnel_endpoint":"192.0.2.1","api_url":"x"},"tunnel":{"kind":"vxlan","vni":1},"vm_mac":"52:54:00:ab:cd:0e"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.vm_mac, Some(m));
+        // Absent stays absent in the journal's JSON, so older agents read it.
+        let mut s = s;
+        s.vm_mac = None;
+        assert!(!serde_json::to_string(&s).unwrap().contains("vm_mac"));
     }
 
     #[test]

@@ -845,6 +845,46 @@ fn vm_seen_is_routed_by_address_to_the_live_destination() {
 }
 
 #[test]
+fn rarp_is_routed_by_mac_to_the_live_destination() {
+    let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+    let other: MacAddr = "52:54:00:12:34:57".parse().unwrap();
+    let mut r = Registry::new();
+    let mut s = spec(Role::Destination, &[VM]);
+    s.vm_mac = Some(mac);
+    r.prepare(id("m1"), s, Time::ZERO).unwrap();
+    assert_eq!(
+        r.vm_seen_mac(other, Time::ZERO),
+        Err(RegistryError::NoMigrationForMac(other))
+    );
+    assert_eq!(r.get(&id("m1")).unwrap().phase(), Phase::Prepared);
+    let out = r.vm_seen_mac(mac, Time::from_millis(5)).unwrap();
+    let done = rendered(&out);
+    assert!(
+        done.contains(&"announce 10.0.0.1/32".to_string()),
+        "{done:?}"
+    );
+    assert!(
+        done.iter().any(|c| c == "notify switch-over-peer"),
+        "{done:?}"
+    );
+    assert_eq!(r.get(&id("m1")).unwrap().phase(), Phase::Announced);
+    // Heard again (QEMU repeats its announcement): nothing more to do.
+    assert!(r
+        .vm_seen_mac(mac, Time::from_millis(50))
+        .unwrap()
+        .is_empty());
+    // A source migration of the same VM is never the one that hears it.
+    let mut r = Registry::new();
+    let mut s = spec(Role::Source, &[VM]);
+    s.vm_mac = Some(mac);
+    r.prepare(id("m1"), s, Time::ZERO).unwrap();
+    assert_eq!(
+        r.vm_seen_mac(mac, Time::ZERO),
+        Err(RegistryError::NoMigrationForMac(mac))
+    );
+}
+
+#[test]
 fn moving_the_vm_back_withdraws_the_old_destination_route_at_announce() {
     // m1: this PE was the destination and still announces the VM.
     let (mut r, _) = registry_with(Role::Destination, "m1", &[VM], 100);

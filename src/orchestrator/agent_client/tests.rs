@@ -165,3 +165,53 @@ fn bad_urls_and_tokens_are_refused() {
         Err(ClientError::TokenFile { .. })
     ));
 }
+
+#[tokio::test]
+async fn https_agent_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::api::tls::test_pki::make(dir.path());
+    let config = crate::api::tls::server_config(&pki.cert, &pki.key).unwrap();
+    let plain = serve().await;
+    let port: u16 = plain.rsplit(':').next().unwrap().parse().unwrap();
+    // The same stand-in agent behind TLS, on another port.
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_port = tcp.local_addr().unwrap().port();
+    let listener = crate::api::tls::TlsListener::new(tcp, config);
+    let app = Router::new().route(
+        "/v1/migrations/m1",
+        get(move |h: HeaderMap| async move {
+            assert!(authorized(&h));
+            let r = reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{port}/v1/migrations/m1"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            Json(r.json::<serde_json::Value>().await.unwrap())
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("https://localhost:{tls_port}");
+    let id = MigrationId::new("m1").unwrap();
+
+    let agent = HttpAgent::new(&base, Some(TOKEN.into()), Duration::from_secs(5))
+        .unwrap()
+        .with_ca_file(&pki.ca)
+        .unwrap();
+    assert_eq!(agent.status(&id).await.unwrap().phase, Phase::SwitchedOver);
+
+    // Without the CA: unreachable, and the reason says it is the certificate.
+    let untrusting = HttpAgent::new(&base, Some(TOKEN.into()), Duration::from_secs(5)).unwrap();
+    match untrusting.status(&id).await {
+        Err(AgentError::Unreachable { reason, .. }) => {
+            assert!(reason.contains("certificate"), "{reason}")
+        }
+        other => panic!("expected an unreachable agent: {other:?}"),
+    }
+    // A CA file that is not one is refused when the client is built.
+    let e = HttpAgent::new(&base, None, DEFAULT_TIMEOUT)
+        .unwrap()
+        .with_ca_file(&pki.key)
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Tls(_)), "{e}");
+}

@@ -167,3 +167,81 @@ async fn start_after_journal(dir: &Path) -> String {
     tokio::spawn(serve(listener, state, std::future::pending()));
     format!("http://{addr}")
 }
+
+#[tokio::test]
+async fn wider_than_host_prefixes_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = start(dir.path()).await;
+    let c = Client::new();
+    for wide in ["10.10.0.0/24", "10.10.0.4/31", "2001:db8::/64"] {
+        let mut p = plan("wide");
+        p["vm"]["prefixes"] = json!([wide]);
+        let (s, b) = post(&c, &base, &p).await;
+        assert_eq!(
+            (s, b["field"].as_str()),
+            (400, Some("vm.prefixes")),
+            "{wide}: {b}"
+        );
+        assert!(
+            b["error"].as_str().unwrap_or("").contains("host route"),
+            "{b}"
+        );
+    }
+    // Nothing was started for them.
+    let r = c
+        .get(format!("{base}/v1/migrations/wide"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn serves_https_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::api::tls::test_pki::make(dir.path());
+    let cfg: ServiceConfig = toml::from_str(&format!(
+        "journal = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"t\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        dir.path().join("j.redb").display(),
+        pki.cert.display(),
+        pki.key.display()
+    ))
+    .unwrap();
+    let tls = cfg.api.tls().unwrap().expect("TLS configured");
+    let journal = Arc::new(Journal::open(dir.path().join("j.redb")).unwrap());
+    let settings = DriverSettings {
+        agent_token: None,
+        agent_timeout: Duration::from_millis(300),
+        lab_precopy: Duration::from_millis(1),
+    };
+    let state = ServiceState::new(TOKEN.into(), journal, settings, dir.path().to_path_buf());
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listener = crate::api::tls::TlsListener::new(tcp, tls);
+    tokio::spawn(serve_on(listener, state, std::future::pending()));
+    let c = crate::api::tls::trust_ca(Client::builder(), &pki.ca)
+        .unwrap()
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("https://localhost:{port}/v1/migrations"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let plain = Client::new()
+        .get(format!("http://localhost:{port}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain http answered: {plain:?}");
+    // One of the pair alone is a configuration error.
+    let half: ServiceConfig = toml::from_str(&format!(
+        "journal = \"j\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"t\"\ntls_cert = \"{}\"\n",
+        pki.cert.display()
+    ))
+    .unwrap();
+    assert!(half.api.tls().is_err());
+}
