@@ -7,7 +7,9 @@
 //! milliseconds, no nulls (optional fields are simply left out).
 
 use crate::pe::TunnelKind;
-use crate::pe::{MigrationId, MigrationSpec, PeerPe, Role, RoutePolicy, SpecError, Timers};
+use crate::pe::{
+    MacAddr, MigrationId, MigrationSpec, PeerPe, Role, RoutePolicy, SpecError, Timers,
+};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -49,6 +51,10 @@ pub struct VmPlan {
     pub name: String,
     /// Its host routes, which the agents move.
     pub prefixes: Vec<IpNetwork>,
+    /// Its MAC address: a destination agent listening for the VM (`pe.detect_vm`)
+    /// recognises QEMU's post-migration RARP by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
 }
 
 /// One PE's agent.
@@ -601,7 +607,7 @@ impl MigrationPlan {
             tunnel: self.tunnel,
             policy: self.policy.route.clone(),
             timers: self.policy.convergence,
-            vm_mac: None,
+            vm_mac: self.vm.mac,
         }
     }
 

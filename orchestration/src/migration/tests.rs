@@ -46,6 +46,7 @@ pub(crate) fn plan(storage: bool, style: QuiesceStyle) -> MigrationPlan {
         vm: VmPlan {
             name: "vm1".into(),
             prefixes: vec!["10.0.0.1/32".parse().unwrap()],
+            mac: None,
         },
         source: AgentPlan {
             agent_url: "http://pe-a:8080".into(),
@@ -1052,10 +1053,25 @@ fn plan_json_shape_and_agent_specs() {
     assert_eq!(src.peer.api_url, "http://pe-b:8080");
     assert_eq!(dst.peer.tunnel_endpoint.to_string(), "192.0.2.1");
     assert_eq!((src.role, dst.role), (Role::Source, Role::Destination));
+    assert_eq!(dst.vm_mac, None, "no vm.mac in the plan");
     assert!(serde_json::from_str::<MigrationPlan>(&body.replace("\"to\"", "\"too\"")).is_err());
     // Round trip.
     let again: MigrationPlan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
     assert_eq!(again, p);
+}
+
+#[test]
+fn the_vm_mac_reaches_both_agents_specs() {
+    let mut p = plan(false, QuiesceStyle::Hook);
+    p.vm.mac = Some("52:54:00:12:34:56".parse().unwrap());
+    p.validate().unwrap();
+    for role in [Role::Source, Role::Destination] {
+        assert_eq!(p.agent_spec(role).vm_mac, p.vm.mac);
+    }
+    let text = serde_json::to_string(&p).unwrap();
+    assert!(text.contains("\"mac\":\"52:54:00:12:34:56\""), "{text}");
+    let bad = text.replace("52:54:00:12:34:56", "52:54:00:12:34");
+    assert!(serde_json::from_str::<MigrationPlan>(&bad).is_err());
 }
 
 // ---- crash anywhere: a fake world answers every command ----
