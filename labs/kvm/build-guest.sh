@@ -16,10 +16,14 @@ set -euo pipefail
 out=${1:?usage: build-guest.sh OUT_DIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.gz" ]; then
+# A guest built by another version of this script is rebuilt.
+stamp=$(cat "$0" | sha256sum | cut -d' ' -f1)
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.gz" ] &&
+    [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "build-guest: $out already holds the guest"
     exit 0
 fi
+rm -f "$out/kvm-verdict"
 busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "build-guest: busybox-static is not installed" >&2; exit 1; }
 addr=${GUEST_ADDR:-10.10.0.5/24}
@@ -88,7 +92,10 @@ ip addr add $addr dev eth0
 echo "migroute-guest: eth0 $addr up"
 # TCP echo on port 7.
 nc -ll -p 7 -e cat &
-# Sequence-numbered blocks on the disk, continuously.
+# Sequence-numbered blocks on the disk, continuously (/dev/vda appears a little
+# after its module loads).
+i=0
+while [ ! -b /dev/vda ] && [ \$i -lt 100 ]; do sleep 0.1; i=\$((i+1)); done
 if [ -b /dev/vda ]; then
     (
         n=0
@@ -109,4 +116,5 @@ chmod +x "$rd/init"
 cp "$work/k/boot/vmlinuz-$kver" "$work/vmlinuz"
 mv "$work/initramfs.gz" "$out/initramfs.gz"
 mv "$work/vmlinuz" "$out/vmlinuz"
+echo "$stamp" >"$out/stamp"
 echo "build-guest: $out/vmlinuz ($kver) and initramfs.gz (modules: $(tr '\n' ' ' <"$rd/modules.order"))"

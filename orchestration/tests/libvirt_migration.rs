@@ -99,6 +99,43 @@ fn ping(site: &Site) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether the guest's TCP echo (port 7) answers from `site`.
+fn tcp_echo(site: &Site) -> bool {
+    site.command("bash")
+        .args([
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{GUEST_IP}/7 && echo migroute-probe >&3 && \
+                 read -t 10 line <&3 && [ \"$line\" = migroute-probe ]"
+            ),
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The highest sequence number among the guest's blocks on `disk` (read while the
+/// guest runs, with QEMU's force-share), 0 if none.
+fn last_block(disk: &Path, scratch: &Path) -> u64 {
+    let raw = scratch.join("disk.raw");
+    let ok = Command::new("qemu-img")
+        .args(["convert", "-U", "-f", "qcow2", "-O", "raw"])
+        .arg(disk)
+        .arg(&raw)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return 0;
+    }
+    let data = std::fs::read(&raw).unwrap_or_default();
+    let _ = std::fs::remove_file(&raw);
+    data.chunks(512)
+        .take(2048)
+        .filter_map(|b| b.strip_prefix(b"migroute-seq "))
+        .filter_map(|b| std::str::from_utf8(&b[..16]).ok()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -277,6 +314,17 @@ async fn live_migration_with_disk_moves_the_guest_to_b() {
             "the guest to answer ping at B",
             Duration::from_secs(60),
             || ping(&lab.site_b),
+        );
+        wait_for("the guest's TCP echo at B", Duration::from_secs(60), || {
+            tcp_echo(&lab.site_b)
+        });
+        // The guest keeps writing its numbered blocks, now to B's copy of the disk.
+        let disk = lab.lv_b.host_path(Path::new(DISK)).expect("disk path");
+        let first = last_block(&disk, &lab._dir);
+        wait_for(
+            "the guest's disk writes at B",
+            Duration::from_secs(60),
+            || last_block(&disk, &lab._dir) > first,
         );
     });
     // Idempotent: asked again, it reports the VM at the destination.

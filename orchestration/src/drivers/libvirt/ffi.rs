@@ -67,6 +67,10 @@ static EVENT_LOOP: OnceLock<Result<(), String>> = OnceLock::new();
 pub(crate) fn ensure_event_loop() -> Result<(), String> {
     EVENT_LOOP
         .get_or_init(|| {
+            // libvirt prints every error to stderr unless a handler is set; the driver
+            // reports them as typed errors instead.
+            // SAFETY: a NULL user pointer and a handler that ignores its arguments.
+            unsafe { sys::virSetErrorFunc(std::ptr::null_mut(), Some(quiet_errors)) };
             // SAFETY: no arguments; libvirt allows registering the default implementation
             // once before connections are opened, which the OnceLock guarantees.
             let rc = unsafe { sys::virEventRegisterDefaultImpl() };
@@ -87,6 +91,8 @@ pub(crate) fn ensure_event_loop() -> Result<(), String> {
         })
         .clone()
 }
+
+unsafe extern "C" fn quiet_errors(_user: *mut c_void, _error: sys::virErrorPtr) {}
 
 /// libvirt's message for the last error of this thread.
 pub(crate) fn last_error() -> String {
