@@ -672,6 +672,28 @@ fn decode_value(
     })
 }
 
+/// Appends `attrs` in wire form for compact storage (an Adj-RIB-In keeps a full
+/// table's attribute sets in a fraction of the memory their parsed form takes).
+/// Returns false, leaving `out` as it was, for a list that would not read back equal
+/// in the 4-octet context: AS4_PATH and AS4_AGGREGATOR of 2-octet sessions.
+pub(crate) fn encode_stored(attrs: &[Attribute], out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    let ctx = SessionContext::default();
+    let ok = attrs
+        .iter()
+        .all(|a| !matches!(a, Attribute::As4Path(_) | Attribute::As4Aggregator(_)))
+        && attrs.iter().all(|a| a.encode(out, &ctx).is_ok());
+    if !ok {
+        out.truncate(start);
+    }
+    ok
+}
+
+/// Reads back what [`encode_stored`] wrote.
+pub(crate) fn decode_stored(bytes: &[u8]) -> Vec<Attribute> {
+    decode_attributes(&mut Reader::new(bytes, 0), &SessionContext::default()).attributes
+}
+
 /// The path attributes of an UPDATE, and every error found in them.
 pub(crate) struct DecodedAttributes {
     pub attributes: Vec<Attribute>,

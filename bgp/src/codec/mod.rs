@@ -23,6 +23,7 @@ mod update;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use attribute::{decode_stored, encode_stored};
 pub use attribute::{
     Aggregator, AsSegment, Attribute, MpNextHop, MpReach, MpUnreach, Origin, RawAttribute,
 };

@@ -6,8 +6,9 @@
 //! - each family has its own map with a packed key (12 bytes for IPv4, 24 for IPv6)
 //!   and a 4-byte slot holding the stale flag and the number of the route's attribute
 //!   set;
-//! - attribute sets are interned: one `Arc` per distinct set, counted by the routes
-//!   that use it, and dropped with the last of them;
+//! - attribute sets are interned in wire form: one copy of the bytes per distinct
+//!   set, counted by the routes that use it and dropped with the last of them, parsed
+//!   again only when the table is read (the events carry the parsed UPDATE);
 //! - an UPDATE is consumed, not copied: its attributes become the shared set (or join
 //!   an equal one) and its NLRI lists move into the change events.
 //!
@@ -15,7 +16,6 @@
 //! to know what to withdraw when a restarting peer's stale routes are swept, without
 //! the memory for attributes.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
-use crate::codec::{Attribute, Family, Nlri, Prefix, Update};
+use crate::codec::{decode_stored, encode_stored, Attribute, Family, Nlri, Prefix, Update};
 
 /// A change to the Adj-RIB-In, for events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -166,67 +166,66 @@ impl<K: PackedKey> Table<K> {
     }
 }
 
-/// An interned attribute set and the number of routes that use it.
+/// How an attribute set is kept.
+#[derive(Debug, Clone)]
+enum SetForm {
+    /// Wire form, interned: about 50 bytes for a typical set, against several hundred
+    /// parsed. Parsed again only when the routes are read.
+    Wire(Arc<[u8]>),
+    /// The rare set that does not survive the round trip (see
+    /// [`crate::codec::encode_stored`]); not interned.
+    Parsed(Arc<Vec<Attribute>>),
+}
+
+/// An attribute set and the number of routes that use it.
 #[derive(Debug, Clone)]
 struct SharedSet {
-    attrs: Arc<Vec<Attribute>>,
+    form: SetForm,
     routes: u32,
 }
 
 /// The distinct attribute sets of one peer's routes, numbered.
 #[derive(Debug, Clone, Default)]
 struct AttrSets {
-    index: HashMap<Arc<Vec<Attribute>>, u32, RandomState>,
+    index: HashMap<Arc<[u8]>, u32, RandomState>,
     sets: Vec<Option<SharedSet>>,
     free: Vec<u32>,
+    /// Encoding buffer, reused.
+    scratch: Vec<u8>,
 }
 
 impl AttrSets {
     /// The number of the set equal to `attrs`, adding it (with no routes yet) if new.
-    fn intern(&mut self, mut attrs: Vec<Attribute>) -> (u32, Arc<Vec<Attribute>>) {
-        // Shrinking in place is cheap, and the set may be kept for long.
-        attrs.shrink_to_fit();
-        // One hash per UPDATE: the entry is looked up with the set it would insert.
-        match self.index.entry(Arc::new(attrs)) {
-            Entry::Occupied(e) => {
-                let id = *e.get();
-                (
-                    id,
-                    self.sets[id as usize]
-                        .as_ref()
-                        .expect("live set")
-                        .attrs
-                        .clone(),
-                )
-            }
-            Entry::Vacant(v) => {
-                let attrs = v.key().clone();
-                let shared = SharedSet {
-                    attrs: attrs.clone(),
-                    routes: 0,
-                };
-                let id = match self.free.pop() {
-                    Some(id) => {
-                        self.sets[id as usize] = Some(shared);
-                        id
-                    }
-                    None => {
-                        let id = u32::try_from(self.sets.len())
-                            .ok()
-                            .filter(|&id| id < NO_SET)
-                            .expect("fewer than 2^31 attribute sets");
-                        self.sets.push(Some(shared));
-                        id
-                    }
-                };
-                v.insert(id);
-                (id, attrs)
-            }
+    fn intern(&mut self, attrs: &Arc<Vec<Attribute>>) -> u32 {
+        self.scratch.clear();
+        if !encode_stored(attrs, &mut self.scratch) {
+            return self.add(SetForm::Parsed(attrs.clone()));
         }
+        if let Some(&id) = self.index.get(&self.scratch[..]) {
+            return id;
+        }
+        let wire: Arc<[u8]> = Arc::from(&self.scratch[..]);
+        let id = self.add(SetForm::Wire(wire.clone()));
+        self.index.insert(wire, id);
+        id
     }
 
-    fn get(&self, id: u32) -> &Arc<Vec<Attribute>> {
-        &self.sets[id as usize].as_ref().expect("live set").attrs
+    fn add(&mut self, form: SetForm) -> u32 {
+        let shared = SharedSet { form, routes: 0 };
+        match self.free.pop() {
+            Some(id) => {
+                self.sets[id as usize] = Some(shared);
+                id
+            }
+            None => {
+                let id = u32::try_from(self.sets.len())
+                    .ok()
+                    .filter(|&id| id < NO_SET)
+                    .expect("fewer than 2^31 attribute sets");
+                self.sets.push(Some(shared));
+                id
+            }
+        }
     }
 
     fn add_routes(&mut self, id: u32, n: u32) {
@@ -245,16 +244,36 @@ impl AttrSets {
         let Some(s) = entry.as_mut() else { return };
         s.routes -= 1;
         if s.routes == 0 {
-            let s = entry.take().expect("live set");
-            self.index.remove(&s.attrs);
+            if let Some(SharedSet {
+                form: SetForm::Wire(w),
+                ..
+            }) = entry.take()
+            {
+                self.index.remove(&w[..]);
+            }
             self.free.push(id);
         }
     }
 
-    /// A removed slot's set; drops nothing.
-    fn attrs_of(&self, slot: u32) -> Option<Arc<Vec<Attribute>>> {
+    /// A slot's attributes, parsed (through `cache`, so that each set is parsed once
+    /// per read of the table).
+    fn attrs_of(
+        &self,
+        slot: u32,
+        cache: &mut HashMap<u32, Arc<Vec<Attribute>>, RandomState>,
+    ) -> Option<Arc<Vec<Attribute>>> {
         let id = slot & !STALE;
-        (id != NO_SET).then(|| self.get(id).clone())
+        if id == NO_SET {
+            return None;
+        }
+        let set = self.sets[id as usize].as_ref()?;
+        Some(match &set.form {
+            SetForm::Parsed(a) => a.clone(),
+            SetForm::Wire(w) => cache
+                .entry(id)
+                .or_insert_with(|| Arc::new(decode_stored(w)))
+                .clone(),
+        })
     }
 
     fn clear(&mut self) {
@@ -262,7 +281,7 @@ impl AttrSets {
     }
 
     fn len(&self) -> usize {
-        self.index.len()
+        self.sets.iter().filter(|s| s.is_some()).count()
     }
 }
 
@@ -369,10 +388,11 @@ impl AdjRibIn {
         if nlri.is_empty() && mp_nlri.is_empty() {
             return changes;
         }
-        let (set, attrs) = if self.keep {
-            self.sets.intern(attrs)
+        let attrs = Arc::new(attrs);
+        let set = if self.keep {
+            self.sets.intern(&attrs)
         } else {
-            (NO_SET, Arc::new(attrs))
+            NO_SET
         };
         for list in [nlri, mp_nlri] {
             if list.is_empty() {
@@ -454,11 +474,12 @@ impl AdjRibIn {
 
     /// The stored routes (attributes absent when not kept), sorted.
     pub fn routes(&self) -> Vec<StoredRoute> {
+        let mut parsed = HashMap::default();
         let mut v: Vec<StoredRoute> = self
             .v4
             .iter()
             .chain(self.v6.iter())
-            .map(|(n, slot)| (n, self.sets.attrs_of(slot), slot & STALE != 0))
+            .map(|(n, slot)| (n, self.sets.attrs_of(slot, &mut parsed), slot & STALE != 0))
             .collect();
         v.sort_by_key(|r| r.0);
         v
@@ -523,6 +544,55 @@ mod tests {
             }]
         );
         assert_eq!(rib.len(), 1);
+    }
+
+    #[test]
+    fn attribute_sets_are_shared_read_back_equal_and_dropped_with_their_routes() {
+        use crate::codec::{AsSegment, Community, LargeCommunity};
+        let mut rich = v4_update(&["10.0.0.0/24", "10.0.1.0/24"]);
+        rich.attributes.insert(
+            1,
+            Attribute::AsPath(vec![AsSegment::Sequence(vec![65001, 4_200_000_001])]),
+        );
+        rich.attributes.push(Attribute::MultiExitDisc(7));
+        rich.attributes
+            .push(Attribute::Communities(vec![Community(0xfde9_0001)]));
+        rich.attributes
+            .push(Attribute::LargeCommunities(vec![LargeCommunity {
+                global: 65001,
+                local1: 1,
+                local2: 2,
+            }]));
+        let mut rib = AdjRibIn::new(true);
+        rib.apply(&rich);
+        // The same set again, in another UPDATE: still one set.
+        let mut again = rich.clone();
+        again.nlri = vec![n("10.0.2.0/24")];
+        rib.apply(&again);
+        assert_eq!(rib.attribute_sets(), 1);
+        for (_, attrs, _) in rib.routes() {
+            assert_eq!(attrs.as_deref(), Some(&rich.attributes));
+        }
+        // AS4_PATH (a 2-octet session's) is kept parsed, and reads back equal too.
+        let mut as4 = v4_update(&["10.0.9.0/24"]);
+        as4.attributes
+            .push(Attribute::As4Path(vec![AsSegment::Sequence(vec![
+                4_200_000_001,
+            ])]));
+        rib.apply(&as4);
+        assert_eq!(rib.attribute_sets(), 2);
+        let stored = rib.routes();
+        let (_, attrs, _) = stored.iter().find(|r| r.0 == n("10.0.9.0/24")).unwrap();
+        assert_eq!(attrs.as_deref(), Some(&as4.attributes));
+        // Replacing and withdrawing the routes releases their sets.
+        rib.apply(&v4_update(&["10.0.0.0/24", "10.0.1.0/24"]));
+        let w = Update {
+            withdrawn: vec![n("10.0.2.0/24"), n("10.0.9.0/24")],
+            ..Update::default()
+        };
+        rib.apply(&w);
+        assert_eq!(rib.attribute_sets(), 1);
+        assert_eq!(rib.len(), 2);
     }
 
     #[test]
