@@ -754,3 +754,101 @@ mod storage_plan_tests {
         assert_eq!(plan.validate(), Ok(()));
     }
 }
+
+#[cfg(test)]
+mod libvirt_plan_tests {
+    use super::*;
+
+    fn hypervisor(json: &str) -> Result<HypervisorPlan, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn libvirt_section_defaults_options_and_round_trip() {
+        let h = hypervisor(
+            r#"{"kind": "libvirt", "source_uri": "qemu+ssh://a/system",
+                "destination_uri": "qemu+ssh://b/system"}"#,
+        )
+        .unwrap();
+        let HypervisorPlan::Libvirt {
+            peer_uri,
+            migrate_uri,
+            bandwidth_mib_s,
+            copy_storage,
+            tls,
+            ..
+        } = &h
+        else {
+            panic!("not libvirt: {h:?}");
+        };
+        assert_eq!((peer_uri, migrate_uri), (&None, &None));
+        assert_eq!(
+            (bandwidth_mib_s, copy_storage, tls),
+            (&None, &CopyStorage::None, &false)
+        );
+        // Defaults are left out when written back.
+        let v = serde_json::to_value(&h).unwrap();
+        assert!(
+            v.get("copy_storage").is_none() && v.get("tls").is_none(),
+            "{v}"
+        );
+
+        let full = hypervisor(
+            r#"{"kind": "libvirt", "source_uri": "qemu+ssh://a/system",
+                "destination_uri": "qemu+ssh://b/system", "max_downtime_ms": 300,
+                "peer_uri": "qemu+tcp://10.0.0.2/system", "migrate_uri": "tcp://10.0.0.2",
+                "listen_address": "10.0.0.2", "bandwidth_mib_s": 50,
+                "copy_storage": "inc", "tls": true}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            &full,
+            HypervisorPlan::Libvirt {
+                copy_storage: CopyStorage::Inc,
+                tls: true,
+                ..
+            }
+        ));
+        let back: HypervisorPlan =
+            serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        assert_eq!(back, full);
+        assert!(hypervisor(
+            r#"{"kind": "libvirt", "source_uri": "a", "destination_uri": "b",
+                "copy_storage": "some"}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn libvirt_options_are_validated() {
+        let base = super::super::tests::plan(false, QuiesceStyle::Observe);
+        let with = |f: &dyn Fn(&mut HypervisorPlan)| {
+            let mut p = base.clone();
+            f(&mut p.hypervisor);
+            match p.validate() {
+                Err(PlanError::Invalid { field, .. }) => field,
+                other => panic!("expected a field error, got {other:?}"),
+            }
+        };
+        assert_eq!(base.validate(), Ok(()));
+        assert_eq!(
+            with(&|h| {
+                if let HypervisorPlan::Libvirt {
+                    bandwidth_mib_s, ..
+                } = h
+                {
+                    *bandwidth_mib_s = Some(0);
+                }
+            }),
+            "hypervisor.bandwidth_mib_s"
+        );
+        assert_eq!(
+            with(&|h| {
+                if let HypervisorPlan::Libvirt { peer_uri, .. } = h {
+                    *peer_uri = Some(" ".into());
+                }
+            }),
+            "hypervisor.peer_uri"
+        );
+    }
+}
