@@ -1,11 +1,11 @@
 //! "VM seen at the destination": a destination agent with `pe.detect_vm` listens on its
 //! VM-facing interface (here one end of a veth standing for the VM's port; the test
-//! sends from the other end). QEMU's RARP announcement with the VM's MAC, or a
-//! gratuitous ARP for the VM's address, makes it announce the route at once, without
-//! the announce webhook, and tell the source agent to switch over (over https, trusting
-//! the test CA through `api.peer_ca_file`). A gratuitous ARP for an unrelated address
-//! or a RARP from another MAC changes nothing. Needs root and VXLAN: SKIPPED without
-//! them (panics under CI).
+//! sends from the other end). QEMU's RARP announcement with the VM's MAC, a gratuitous
+//! ARP, or an unsolicited neighbour advertisement for the VM's address makes it
+//! announce the route at once, without the announce webhook, and tell the source agent
+//! to switch over (over https, trusting the test CA through `api.peer_ca_file`). A
+//! gratuitous ARP for an unrelated address or a RARP from another MAC changes nothing.
+//! Needs root and VXLAN: SKIPPED without them (panics under CI).
 
 mod agent_lab;
 
@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 const VM_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const VM2: &str = "10.10.0.6";
+const VM3: &str = "2001:db8:10::6";
 
 /// An ARP-format frame (RARP when `ether_type` is 0x8035) from the VM's MAC.
 fn arp_frame(ether_type: u16, mac: [u8; 6], op: u16, sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
@@ -46,6 +47,26 @@ fn arp_frame(ether_type: u16, mac: [u8; 6], op: u16, sender: [u8; 4], target: [u
 fn rarp(mac: [u8; 6]) -> Vec<u8> {
     // What QEMU sends after a migration: reverse request, no protocol addresses.
     arp_frame(0x8035, mac, 3, [0; 4], [0; 4])
+}
+
+/// An unsolicited neighbour advertisement (Override flag only) for `ip` from the VM.
+fn unsolicited_na(ip: &str) -> Vec<u8> {
+    let ip: std::net::Ipv6Addr = ip.parse().unwrap();
+    let all_nodes: std::net::Ipv6Addr = "ff02::1".parse().unwrap();
+    let builder = etherparse::PacketBuilder::ethernet2(VM_MAC, [0x33, 0x33, 0, 0, 0, 1])
+        .ipv6(ip.octets(), all_nodes.octets(), 255)
+        .icmpv6(etherparse::Icmpv6Type::Unknown {
+            type_u8: 136,
+            code_u8: 0,
+            bytes5to8: [0x20, 0, 0, 0],
+        });
+    // Target address, then the target link-layer address option.
+    let mut payload = ip.octets().to_vec();
+    payload.extend_from_slice(&[2, 1]);
+    payload.extend_from_slice(&VM_MAC);
+    let mut out = Vec::new();
+    builder.write(&mut out, &payload).unwrap();
+    out
 }
 
 fn garp(ip: &str) -> Vec<u8> {
@@ -111,8 +132,9 @@ async fn announce_until(lab: &Lab, frame: &[u8], agent: &Agent, id: &str, want: 
 }
 
 fn body(role: &str, ip: &str, vni: u32, peer: &str, peer_api: &str) -> Value {
+    let len = if ip.contains(':') { 128 } else { 32 };
     json!({
-        "prefixes": [format!("{ip}/32")],
+        "prefixes": [format!("{ip}/{len}")],
         "role": role,
         "peer": {"tunnel_endpoint": peer, "api_url": peer_api},
         "tunnel": {"kind": "vxlan", "vni": vni},
@@ -150,8 +172,9 @@ async fn destination_hears_the_vm_and_switches_without_webhooks() {
     )
     .await;
 
-    // m1 moves VM (heard by RARP), m2 moves VM2 (heard by gratuitous ARP).
-    for (id, ip, vni) in [("m1", VM, 4242), ("m2", VM2, 4243)] {
+    // m1 moves VM (heard by RARP), m2 moves VM2 (heard by gratuitous ARP), m3 moves an
+    // IPv6 address (heard by an unsolicited neighbour advertisement).
+    for (id, ip, vni) in [("m1", VM, 4242), ("m2", VM2, 4243), ("m3", VM3, 4244)] {
         let (code, v) = b.put(id, body("destination", ip, vni, A4, &a.base)).await;
         assert_eq!(code, 201, "{v}\n{}", b.logs());
         let (code, v) = a.put(id, body("source", ip, vni, B4, &b.base)).await;
@@ -163,7 +186,7 @@ async fn destination_hears_the_vm_and_switches_without_webhooks() {
     send_frame(&lab.b, "mrvmp", &garp("10.10.0.99"));
     send_frame(&lab.b, "mrvmp", &rarp([0x52, 0x54, 0, 0, 0, 0x99]));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for id in ["m1", "m2"] {
+    for id in ["m1", "m2", "m3"] {
         assert_eq!(phase(&b, id).await, "prepared", "{id}\n{}", b.logs());
         assert_eq!(phase(&a, id).await, "prepared", "{id}");
     }
@@ -193,6 +216,11 @@ async fn destination_hears_the_vm_and_switches_without_webhooks() {
     // Gratuitous ARP for VM2: the same for m2.
     announce_until(&lab, &garp(VM2), &b, "m2", "announced").await;
     a.wait_phase("m2", "switched-over", Duration::from_secs(20))
+        .await;
+
+    // Unsolicited neighbour advertisement for VM3: the same for m3.
+    announce_until(&lab, &unsolicited_na(VM3), &b, "m3", "announced").await;
+    a.wait_phase("m3", "switched-over", Duration::from_secs(20))
         .await;
 
     // The rest of m1 as usual: the source's announce, then teardown by convergence.
