@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Bound;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, RwLock};
@@ -65,6 +65,10 @@ pub(crate) struct PeerShared {
     pub notify: Notify,
     pub status: Mutex<PeerStatus>,
     pub cmd: mpsc::Sender<PeerCommand>,
+    /// The session negotiated IPv6 unicast but we know no IPv6 address of ours to be
+    /// the next hop of IPv6 routes (a session over IPv4, no global IPv6 address on its
+    /// interface, no next hop in the export policy).
+    pub ipv6_next_hop_missing: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) enum PeerCommand {
@@ -97,6 +101,8 @@ struct Session {
     conn: ConnId,
     neg: Negotiated,
     local: Option<IpAddr>,
+    /// Next hop for IPv6 routes on a session over IPv4.
+    local_v6: Option<Ipv6Addr>,
     ibgp: bool,
     /// Families disabled after a malformed UPDATE (RFC 4760 section 7).
     disabled: Vec<Family>,
@@ -523,6 +529,21 @@ impl PeerTask {
     fn session_up(&mut self, conn: ConnId, neg: Negotiated, t: Instant) {
         let local = self.conns.get(&conn).and_then(|c| c.local);
         let ibgp = neg.remote_as == self.sp.local_as;
+        let local_v6 = match local {
+            Some(IpAddr::V4(a)) if neg.families.contains(&Family::Ipv6Unicast) => {
+                crate::ifaddr::ipv6_beside(a)
+            }
+            _ => None,
+        };
+        // IPv6 routes without a next hop of their own cannot be sent to this peer:
+        // `announce` says so instead of leaving them out silently.
+        let v6_next_hop = matches!(local, Some(IpAddr::V6(_)))
+            || local_v6.is_some()
+            || self.me.config.export.next_hop.is_some_and(|a| a.is_ipv6());
+        self.me.ipv6_next_hop_missing.store(
+            neg.families.contains(&Family::Ipv6Unicast) && !v6_next_hop,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tracing::info!(peer = %self.peer(), remote_as = neg.remote_as, "session established");
         self.adj_out.clear();
         self.me.dirty.lock().unwrap().clear();
@@ -563,6 +584,7 @@ impl PeerTask {
             conn,
             neg,
             local,
+            local_v6,
             ibgp,
             disabled: Vec::new(),
         });
@@ -573,6 +595,9 @@ impl PeerTask {
             return;
         };
         tracing::info!(peer = %self.peer(), ?reason, "session down");
+        self.me
+            .ipv6_next_hop_missing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.adj_out.clear();
         self.resync.clear();
         self.me.dirty.lock().unwrap().clear();
@@ -838,6 +863,7 @@ impl PeerTask {
                     local_as: self.sp.local_as,
                     ibgp: s.ibgp,
                     local_addr: s.local,
+                    local_v6: s.local_v6,
                     policy: &self.me.config.export,
                 };
                 self.adj_out.sync(&prefixes, &origins, &s.neg.families, &cx)

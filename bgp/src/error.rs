@@ -32,6 +32,13 @@ pub enum SpeakerError {
     Config(String),
     #[error("route {prefix}: {reason}")]
     Route { prefix: Prefix, reason: String },
+    /// An IPv6 route without an IPv6 next hop, for a peer whose session runs over IPv4
+    /// with IPv6 unicast negotiated and no IPv6 address of ours known to stand in.
+    #[error(
+        "route {prefix}: peer {peer} takes IPv6 routes over an IPv4 session and no IPv6 next \
+         hop is known: give the route a next hop, or the peer an export next hop"
+    )]
+    NoIpv6NextHop { prefix: Prefix, peer: IpAddr },
     #[error("the speaker has stopped")]
     Stopped,
 }

@@ -64,6 +64,7 @@ pub mod error;
 pub mod events;
 pub mod fsm;
 pub mod gr_store;
+mod ifaddr;
 pub mod md5;
 pub mod negotiate;
 pub mod policy;

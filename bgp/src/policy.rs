@@ -6,7 +6,7 @@
 //! (NO_EXPORT on a VM /32, a higher LOCAL_PREF after a migration) are unit-tested
 //! without a session.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,9 @@ pub struct ExportContext<'a> {
     pub ibgp: bool,
     /// Our address on the session: the next-hop-self of its family.
     pub local_addr: Option<IpAddr>,
+    /// Our IPv6 address for IPv6 routes when the session runs over IPv4 (found on the
+    /// interface of `local_addr`).
+    pub local_v6: Option<Ipv6Addr>,
     pub policy: &'a ExportPolicy,
 }
 
@@ -85,7 +88,10 @@ pub fn export(
         Family::Ipv4Unicast => a.is_ipv4(),
         Family::Ipv6Unicast => a.is_ipv6(),
     };
-    let own = cx.local_addr.filter(fits);
+    let own = cx.local_addr.filter(fits).or(match family {
+        Family::Ipv6Unicast => cx.local_v6.map(IpAddr::V6),
+        Family::Ipv4Unicast => None,
+    });
     let given = cx.policy.next_hop.filter(fits);
     let routed = route.next_hop.filter(fits);
     let next_hop = if cx.policy.next_hop_self {
@@ -162,6 +168,7 @@ mod tests {
             local_as: 65001,
             ibgp: false,
             local_addr: Some("192.0.2.1".parse().unwrap()),
+            local_v6: None,
             policy: &pol,
         };
         let route = RouteAttrs {
@@ -196,6 +203,7 @@ mod tests {
             local_as: 65001,
             ibgp: true,
             local_addr: Some("192.0.2.1".parse().unwrap()),
+            local_v6: None,
             policy: &pol,
         };
         let route = RouteAttrs {
@@ -225,6 +233,7 @@ mod tests {
             local_as: 65001,
             ibgp: true,
             local_addr: Some("192.0.2.1".parse().unwrap()),
+            local_v6: None,
             policy: &pol,
         };
         assert_eq!(
@@ -245,6 +254,26 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_route_on_an_ipv4_session_takes_our_ipv6_address() {
+        let pol = ExportPolicy::default();
+        let cx = ExportContext {
+            local_as: 65001,
+            ibgp: true,
+            local_addr: Some("192.0.2.1".parse().unwrap()),
+            local_v6: Some("2001:db8::1".parse().unwrap()),
+            policy: &pol,
+        };
+        let a = export(&p("2001:db8:7::/48"), &RouteAttrs::default(), &cx).unwrap();
+        assert!(
+            a.iter().any(|x| matches!(x, Attribute::MpReach(m) if m.next_hop.global == "2001:db8::1".parse::<IpAddr>().unwrap())),
+            "{a:?}"
+        );
+        // IPv4 routes keep the session's address.
+        let a = export(&p("203.0.113.0/24"), &RouteAttrs::default(), &cx).unwrap();
+        assert!(a.contains(&Attribute::NextHop("192.0.2.1".parse().unwrap())));
+    }
+
+    #[test]
     fn next_hop_self_wins_over_the_route() {
         let pol = ExportPolicy {
             next_hop_self: true,
@@ -254,6 +283,7 @@ mod tests {
             local_as: 1,
             ibgp: false,
             local_addr: Some("192.0.2.1".parse().unwrap()),
+            local_v6: None,
             policy: &pol,
         };
         let route = RouteAttrs {

@@ -43,7 +43,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::codec::iana::notif;
-use crate::codec::{Notification, Prefix};
+use crate::codec::{Family, Notification, Prefix};
 use crate::config::SpeakerConfig;
 use crate::driver::{PeerCommand, PeerShared, PeerTask, SpeakerShared};
 use crate::error::SpeakerError;
@@ -217,6 +217,7 @@ impl Speaker {
                 notify: Notify::new(),
                 status: Mutex::new(PeerStatus::new(pc.address, pc.remote_as)),
                 cmd: cmd.clone(),
+                ipv6_next_hop_missing: Default::default(),
             });
             by_addr.insert(pc.address, cmd);
             tasks.push(tokio::spawn(
@@ -284,6 +285,24 @@ impl Speaker {
     }
 
     async fn change(&self, changes: Vec<(Prefix, Option<RouteAttrs>)>) -> Result<(), SpeakerError> {
+        // An IPv6 route that an established peer could not be sent: refused whole,
+        // naming the first such prefix and peer.
+        for (prefix, attrs) in &changes {
+            let Some(a) = attrs else { continue };
+            if prefix.family() != Family::Ipv6Unicast || a.next_hop.is_some_and(|n| n.is_ipv6()) {
+                continue;
+            }
+            let missing = self.inner.peers.iter().find(|p| {
+                p.ipv6_next_hop_missing
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            });
+            if let Some(p) = missing {
+                return Err(SpeakerError::NoIpv6NextHop {
+                    prefix: *prefix,
+                    peer: p.config.address,
+                });
+            }
+        }
         let _guard = self.inner.write_lock.lock().await;
         if let Some(store) = &self.inner.store {
             let store = store.clone();

@@ -288,3 +288,42 @@ async fn afi_safi_disable_drops_the_family_for_the_rest_of_the_session() {
     assert_eq!(st.state, migroute_bgp::fsm::State::Established);
     assert_eq!(st.families_disabled, vec![Family::Ipv6Unicast]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_route_without_a_next_hop_for_an_ipv4_session_is_refused_by_name() {
+    let (sp, addr) = speaker().await;
+    let _p = peer(move || RawPeer::establish(addr)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sp.peers()[0].state != migroute_bgp::fsm::State::Established {
+        assert!(tokio::time::Instant::now() < deadline, "session not up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The session runs over 127.0.0.1 with IPv6 unicast negotiated; loopback has no
+    // global IPv6 address to stand in as next hop.
+    let prefix: migroute_bgp::codec::Prefix = "2001:db8:5::/48".parse().unwrap();
+    let err = sp
+        .announce(prefix, migroute_bgp::RouteAttrs::default())
+        .await
+        .expect_err("no IPv6 next hop for this peer");
+    match &err {
+        migroute_bgp::SpeakerError::NoIpv6NextHop { prefix: p, peer } => {
+            assert_eq!(*p, prefix);
+            assert_eq!(*peer, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    assert!(err.to_string().contains("2001:db8:5::/48"), "{err}");
+    assert!(sp.routes().is_empty(), "nothing was announced");
+    // With a next hop of its own the route goes out, and IPv4 routes never needed one.
+    let attrs = migroute_bgp::RouteAttrs {
+        next_hop: Some("2001:db8::1".parse().unwrap()),
+        ..Default::default()
+    };
+    sp.announce(prefix, attrs).await.expect("explicit next hop");
+    sp.announce(
+        "203.0.113.0/24".parse().unwrap(),
+        migroute_bgp::RouteAttrs::default(),
+    )
+    .await
+    .expect("IPv4 route");
+}

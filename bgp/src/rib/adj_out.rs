@@ -95,6 +95,7 @@ mod tests {
             local_as: 65001,
             ibgp: true,
             local_addr: Some("192.0.2.1".parse().unwrap()),
+            local_v6: None,
             policy: &pol,
         };
         let fams = [Family::Ipv4Unicast, Family::Ipv6Unicast];
