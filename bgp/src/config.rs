@@ -98,6 +98,10 @@ pub struct PeerConfig {
     pub extended_message: bool,
     #[serde(default)]
     pub add_path_receive: bool,
+    /// DelayOpen (RFC 4271 section 8.1.1): on a new connection, wait this many
+    /// seconds for the peer's OPEN before sending ours.
+    #[serde(default)]
+    pub delay_open_secs: Option<u64>,
 }
 
 fn default_families() -> Vec<Family> {
@@ -122,6 +126,7 @@ impl PeerConfig {
             export: ExportPolicy::default(),
             extended_message: true,
             add_path_receive: false,
+            delay_open_secs: None,
         }
     }
 

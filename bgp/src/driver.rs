@@ -269,6 +269,7 @@ impl PeerTask {
         };
         let mut fc = FsmConfig::new(caps.open(), c.remote_as);
         fc.passive = c.passive;
+        fc.delay_open = c.delay_open_secs.map(Duration::from_secs);
         if let Some(s) = c.connect_retry_secs {
             fc.connect_retry = Duration::from_secs(s.max(1));
         }

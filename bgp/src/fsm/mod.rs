@@ -52,6 +52,10 @@ pub struct FsmConfig {
     /// First IdleHold after a failure; it doubles with each consecutive failure.
     pub idle_hold: Duration,
     pub idle_hold_max: Duration,
+    /// RFC 4271 section 8.1.1 DelayOpen: on a new connection, wait this long for the
+    /// peer's OPEN before sending ours (some peers, and RFC 4271's collision handling,
+    /// prefer the passive side to speak second). `None` sends OPEN at once.
+    pub delay_open: Option<Duration>,
 }
 
 impl FsmConfig {
@@ -66,6 +70,7 @@ impl FsmConfig {
             connect_retry: Duration::from_secs(5),
             idle_hold: Duration::from_secs(1),
             idle_hold_max: Duration::from_secs(60),
+            delay_open: None,
         }
     }
 }
@@ -227,6 +232,10 @@ impl Fsm {
     fn connected(&mut self, conn: ConnId, dir: Direction, now: Instant, out: &mut Vec<Action>) {
         match self.state {
             State::Idle => out.push(Action::Close { conn }),
+            // A connection is already waiting out DelayOpen: one is enough.
+            State::Connect | State::Active if self.primary.is_some() => {
+                out.push(Action::Close { conn });
+            }
             State::Connect | State::Active => {
                 self.primary = Some(Conn {
                     id: conn,
@@ -234,9 +243,12 @@ impl Fsm {
                     neg: None,
                 });
                 self.timers.cancel(Timer::ConnectRetry);
-                self.send_open(conn, out);
-                self.timers.arm(Timer::Hold, now + OPEN_HOLD_TIME);
-                self.state = State::OpenSent;
+                match self.cfg.delay_open {
+                    // Section 8.2.2, Event 17 with DelayOpen set: stay in this state
+                    // and wait for the peer's OPEN or the timer.
+                    Some(d) => self.timers.arm(Timer::DelayOpen, now + d),
+                    None => self.open_sent(conn, now, out),
+                }
             }
             State::OpenSent | State::OpenConfirm if self.candidate.is_none() => {
                 self.candidate = Some(Conn {
@@ -270,6 +282,13 @@ impl Fsm {
         }
     }
 
+    /// Sends our OPEN on the primary connection and waits for the peer's.
+    fn open_sent(&mut self, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
+        self.send_open(conn, out);
+        self.timers.arm(Timer::Hold, now + OPEN_HOLD_TIME);
+        self.state = State::OpenSent;
+    }
+
     fn closed(&mut self, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
         if self.candidate.as_ref().is_some_and(|c| c.id == conn) {
             self.candidate = None;
@@ -289,7 +308,8 @@ impl Fsm {
             self.candidate = Some(c);
         }
         match self.state {
-            State::OpenSent => {
+            // OpenSent, or a connection still in DelayOpen: back to Active.
+            State::OpenSent | State::Connect | State::Active => {
                 self.primary = None;
                 out.push(Action::Close { conn });
                 self.timers.cancel_all();
@@ -363,6 +383,27 @@ impl Fsm {
             (_, Message::Notification(n)) => {
                 let reason = DownReason::received(&n);
                 self.fail(now, out, None, reason);
+            }
+            // Section 8.2.2, Event 20 with the DelayOpenTimer running: the peer spoke
+            // first; answer with OPEN and KEEPALIVE, straight to OpenConfirm.
+            (State::Connect | State::Active, Message::Open(open))
+                if self.timers.get(Timer::DelayOpen).is_some() =>
+            {
+                self.timers.cancel(Timer::DelayOpen);
+                let neg = match negotiate(&self.cfg.local_open, &open, self.cfg.peer_as) {
+                    Ok(n) => n,
+                    Err(n) => {
+                        let reason = DownReason::sent(&n);
+                        return self.fail(now, out, Some(n), reason);
+                    }
+                };
+                self.send_open(conn, out);
+                out.push(send(conn, Message::Keepalive));
+                self.arm_session_timers(neg.hold(), neg.keepalive(), now);
+                if let Some(p) = self.primary.as_mut() {
+                    p.neg = Some(neg);
+                }
+                self.state = State::OpenConfirm;
             }
             (State::OpenSent, Message::Open(open)) => {
                 let neg = match negotiate(&self.cfg.local_open, &open, self.cfg.peer_as) {
@@ -524,6 +565,11 @@ impl Fsm {
                 }
             }
             (Timer::IdleHold, State::Idle) if self.started => self.leave_idle(now, out),
+            (Timer::DelayOpen, State::Connect | State::Active) => {
+                if let Some(conn) = self.primary.as_ref().map(|c| c.id) {
+                    self.open_sent(conn, now, out);
+                }
+            }
             _ => {}
         }
     }

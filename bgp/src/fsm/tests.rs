@@ -663,3 +663,114 @@ fn keeps_routes_only_for_transport_loss_without_n_bit() {
     // Hard Reset (RFC 8538) always drops.
     assert!(!cease(9).keeps_routes(true));
 }
+
+fn delay_open_script(passive: bool) -> Script {
+    let mut s = Script::new(passive);
+    s.fsm.cfg.delay_open = Some(Duration::from_secs(5));
+    s
+}
+
+fn sends_open(a: &[Action]) -> bool {
+    a.iter().any(|a| {
+        matches!(
+            a,
+            Action::Send {
+                message: Message::Open(_),
+                ..
+            }
+        )
+    })
+}
+
+#[test]
+fn delay_open_waits_then_sends_open_when_the_timer_fires() {
+    let mut s = delay_open_script(true);
+    s.step(0.0, Event::Start);
+    let a = s.step(
+        1.0,
+        Event::TcpConnected {
+            conn: 1,
+            direction: Direction::Inbound,
+        },
+    );
+    assert!(!sends_open(&a), "{a:?}");
+    assert_eq!(s.fsm.state(), State::Active);
+    assert_eq!(s.fsm.poll_timeout(), Some(s.at(6.0)));
+    // Nothing before the deadline.
+    assert!(s.step(5.9, Event::Timeout).is_empty());
+    let a = s.step(6.0, Event::Timeout);
+    assert!(sends_open(&a), "{a:?}");
+    assert_eq!(s.fsm.state(), State::OpenSent);
+}
+
+#[test]
+fn delay_open_answers_the_peers_open_with_open_and_keepalive() {
+    let mut s = delay_open_script(false);
+    s.step(0.0, Event::Start);
+    s.step(
+        0.5,
+        Event::TcpConnected {
+            conn: 1,
+            direction: Direction::Outbound,
+        },
+    );
+    assert_eq!(s.fsm.state(), State::Connect);
+    let a = s.step(
+        1.0,
+        Event::Message {
+            conn: 1,
+            message: msg(Message::Open(peer_open([10, 0, 0, 9], 90))),
+        },
+    );
+    let sent: Vec<&Message> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(sent[..], [Message::Open(_), Message::Keepalive]),
+        "{a:?}"
+    );
+    assert_eq!(s.fsm.state(), State::OpenConfirm);
+    assert_eq!(s.fsm.timer(Timer::DelayOpen), None);
+    let a = s.step(
+        1.1,
+        Event::Message {
+            conn: 1,
+            message: msg(Message::Keepalive),
+        },
+    );
+    assert!(a.iter().any(|a| matches!(a, Action::SessionUp { .. })));
+    assert_eq!(s.fsm.state(), State::Established);
+}
+
+#[test]
+fn delay_open_connection_lost_goes_back_to_active_and_retries() {
+    let mut s = delay_open_script(false);
+    s.step(0.0, Event::Start);
+    s.step(
+        0.5,
+        Event::TcpConnected {
+            conn: 1,
+            direction: Direction::Outbound,
+        },
+    );
+    // A second connection while the first waits is closed.
+    let a = s.step(
+        0.6,
+        Event::TcpConnected {
+            conn: 2,
+            direction: Direction::Inbound,
+        },
+    );
+    assert_eq!(a, vec![Action::Close { conn: 2 }]);
+    let a = s.step(1.0, Event::TcpClosed { conn: 1 });
+    assert_eq!(a, vec![Action::Close { conn: 1 }]);
+    assert_eq!(s.fsm.state(), State::Active);
+    assert_eq!(s.fsm.timer(Timer::DelayOpen), None);
+    // Connect-retry brings a new attempt; the stale DelayOpen deadline sends nothing.
+    let a = s.step(6.0, Event::Timeout);
+    assert_eq!(a, vec![Action::Connect]);
+}

@@ -14,13 +14,17 @@ pub enum Timer {
     Hold,
     Keepalive,
     IdleHold,
+    /// RFC 4271 section 8.1.1 DelayOpenTimer: how long a new connection waits for the
+    /// peer's OPEN before sending ours.
+    DelayOpen,
 }
 
-const ALL: [Timer; 4] = [
+const ALL: [Timer; 5] = [
     Timer::ConnectRetry,
     Timer::Hold,
     Timer::Keepalive,
     Timer::IdleHold,
+    Timer::DelayOpen,
 ];
 
 fn slot(t: Timer) -> usize {
@@ -29,13 +33,14 @@ fn slot(t: Timer) -> usize {
         Timer::Hold => 1,
         Timer::Keepalive => 2,
         Timer::IdleHold => 3,
+        Timer::DelayOpen => 4,
     }
 }
 
 /// The armed deadlines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timers {
-    deadlines: [Option<Instant>; 4],
+    deadlines: [Option<Instant>; 5],
 }
 
 impl Timers {
@@ -48,7 +53,7 @@ impl Timers {
     }
 
     pub fn cancel_all(&mut self) {
-        self.deadlines = [None; 4];
+        self.deadlines = [None; 5];
     }
 
     pub fn get(&self, t: Timer) -> Option<Instant> {
