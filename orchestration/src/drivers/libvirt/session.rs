@@ -2,7 +2,7 @@
 //! follow loop that feeds the [`Follower`]. Runs on a thread of its own per call.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
@@ -300,13 +300,22 @@ fn follow(
             }
             Step::Wait => {}
         }
-        if let Ok(r) = call.try_recv() {
-            let finish = match r {
-                Ok(()) => Finish::Ok,
-                Err(e) => Finish::Err(e),
-            };
-            feed(&mut follower, Observation::Finished(finish));
-            continue;
+        match call.try_recv() {
+            Ok(r) => {
+                let finish = match r {
+                    Ok(()) => Finish::Ok,
+                    Err(e) => Finish::Err(e),
+                };
+                feed(&mut follower, Observation::Finished(finish));
+                continue;
+            }
+            // Our migrate thread died without answering: the destination tells.
+            Err(TryRecvError::Disconnected) if !attached => {
+                let e = "the migrate call ended without a result".to_owned();
+                feed(&mut follower, Observation::Finished(Finish::Err(e)));
+                continue;
+            }
+            Err(_) => {}
         }
         let timeout = next_poll.saturating_duration_since(Instant::now());
         match events.recv_timeout(timeout) {
