@@ -13,6 +13,7 @@
 pub mod agent_client;
 pub mod lab_hypervisor;
 pub mod lab_mover;
+pub mod plan_drivers;
 pub mod plan_file;
 pub mod runtime;
 pub mod service;

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migroute_labs::{Lab, Topology};
-use migroute_orchestration::drivers::NoneStorage;
+#[cfg(feature = "libvirt")]
+use migroute_orchestration::drivers::libvirt::{LibvirtConfig, LibvirtHypervisor};
+use migroute_orchestration::drivers::{NoneStorage, QemuMirrorStorage};
 use migroute_orchestration::migration::{HypervisorPlan, MigrationPlan, StoragePlan};
 use thiserror::Error;
 
 use super::agent_client::{ClientError, HttpAgent};
 use super::lab_hypervisor::{LabHypervisor, LabHypervisorError};
+use super::plan_drivers::{PlanHypervisor, PlanStorage};
 use super::runtime::Drivers;
 
 /// How the drivers reach the world, beyond the plan.
@@ -51,8 +54,8 @@ pub enum SetupError {
     },
 }
 
-/// The drivers of this build: the lab hypervisor, no storage, HTTP agents.
-pub type PlanDrivers = Drivers<LabHypervisor, NoneStorage, HttpAgent>;
+/// The drivers of this build: the hypervisor and storage the plan names, HTTP agents.
+pub type PlanDrivers = Drivers<PlanHypervisor, PlanStorage, HttpAgent>;
 
 /// Builds the drivers of `plan`; relative paths in it are relative to `base_dir`.
 pub fn drivers(
@@ -93,31 +96,49 @@ pub fn drivers(
                     path.display()
                 )));
             }
-            LabHypervisor::new(
-                lab,
-                node,
-                to,
-                Duration::from_millis(*pause_ms),
-                settings.lab_precopy,
-            )
-            .map_err(|e: LabHypervisorError| SetupError::Lab(e.to_string()))?
+            PlanHypervisor::Lab(Box::new(
+                LabHypervisor::new(
+                    lab,
+                    node,
+                    to,
+                    Duration::from_millis(*pause_ms),
+                    settings.lab_precopy,
+                )
+                .map_err(|e: LabHypervisorError| SetupError::Lab(e.to_string()))?,
+            ))
         }
+        #[cfg(feature = "libvirt")]
+        HypervisorPlan::Libvirt { .. } => {
+            let config = LibvirtConfig::from_plan(plan).expect("the plan's hypervisor is libvirt");
+            PlanHypervisor::Libvirt(LibvirtHypervisor::new(config))
+        }
+        #[cfg(not(feature = "libvirt"))]
         HypervisorPlan::Libvirt { .. } => {
             return Err(SetupError::Unsupported {
                 field: "hypervisor.kind",
-                reason: "\"libvirt\" is not built into this migroute yet".into(),
+                reason: "\"libvirt\" needs a migroute built with `--features libvirt`".into(),
             })
         }
     };
-    if !matches!(plan.storage, StoragePlan::None) {
-        return Err(SetupError::Unsupported {
-            field: "storage.kind",
-            reason: "only \"none\" is built into this migroute yet".into(),
-        });
-    }
+    let storage = match &plan.storage {
+        StoragePlan::None | StoragePlan::LibvirtCopy { .. } => PlanStorage::None(NoneStorage),
+        StoragePlan::QemuMirror(p) => {
+            let driver = QemuMirrorStorage::new(p).map_err(|e| SetupError::Unsupported {
+                field: "storage",
+                reason: e.to_string(),
+            })?;
+            PlanStorage::QemuMirror(Box::new(driver))
+        }
+        StoragePlan::Drbd { .. } => {
+            return Err(SetupError::Unsupported {
+                field: "storage.kind",
+                reason: "\"drbd\" has no driver in this migroute yet".into(),
+            })
+        }
+    };
     Ok(Drivers {
         hypervisor: Arc::new(hypervisor),
-        storage: Arc::new(NoneStorage),
+        storage: Arc::new(storage),
         source,
         destination,
     })
