@@ -14,6 +14,7 @@
 //! metadata in the domain definition, so it migrates with the domain.
 
 use ipnetwork::IpNetwork;
+use migroute_orchestration::pe::MacAddr;
 use thiserror::Error;
 
 /// The XML namespace of migroute's domain metadata.
@@ -29,6 +30,10 @@ pub struct Domain {
     /// The host routes in migroute's metadata; empty when the domain has none (it does
     /// not take part).
     pub prefixes: Vec<IpNetwork>,
+    /// The MAC QEMU's RARP announcement will carry: migroute's `<migroute:mac>` if
+    /// given, else the first `<interface>`'s. The destination agent recognises the VM
+    /// by it (a RARP has no IP address).
+    pub mac: Option<MacAddr>,
 }
 
 /// Why a domain XML cannot be used.
@@ -46,6 +51,16 @@ pub enum DomainError {
         /// The domain's name.
         domain: String,
         /// The element's text.
+        text: String,
+        /// Why.
+        reason: String,
+    },
+    /// The VM's MAC does not parse.
+    #[error("domain {domain}: MAC {text:?}: {reason}")]
+    BadMac {
+        /// The domain's name.
+        domain: String,
+        /// The address as written.
         text: String,
         /// Why.
         reason: String,
@@ -81,10 +96,31 @@ impl Domain {
                     })?;
             prefixes.push(prefix);
         }
+        let ours_mac = root
+            .descendants()
+            .find(|n| n.has_tag_name((NAMESPACE, "mac")))
+            .and_then(|n| n.text())
+            .map(str::trim);
+        let first_interface_mac = root
+            .descendants()
+            .filter(|n| n.has_tag_name("interface"))
+            .flat_map(|i| i.children().filter(|c| c.has_tag_name("mac")))
+            .find_map(|m| m.attribute("address"));
+        let mac = match ours_mac.or(first_interface_mac) {
+            Some(text) => Some(text.parse().map_err(
+                |e: migroute_orchestration::pe::MacParseError| DomainError::BadMac {
+                    domain: name.clone(),
+                    text: text.to_owned(),
+                    reason: e.to_string(),
+                },
+            )?),
+            None => None,
+        };
         Ok(Domain {
             name,
             uuid,
             prefixes,
+            mac,
         })
     }
 }
@@ -104,6 +140,11 @@ mod tests {
     </migroute:vm>
   </metadata>
   <memory unit='KiB'>131072</memory>
+  <devices>
+    <disk type='file' device='disk'><source file='/var/lib/libvirt/images/vm1.qcow2'/></disk>
+    <interface type='bridge'><mac address='52:54:00:AB:cd:01'/><source bridge='br0'/></interface>
+    <interface type='bridge'><mac address='52:54:00:ab:cd:02'/><source bridge='br1'/></interface>
+  </devices>
 </domain>"#;
 
     #[test]
@@ -113,12 +154,27 @@ mod tests {
         assert_eq!(d.uuid, "4dea22b3-1d52-d8f3-2516-782e98ab3fa0");
         let p: Vec<String> = d.prefixes.iter().map(|p| p.to_string()).collect();
         assert_eq!(p, ["10.10.0.5/32", "2001:db8:10::5/128"]);
+        assert_eq!(d.mac, Some("52:54:00:ab:cd:01".parse().unwrap()));
+    }
+
+    #[test]
+    fn our_mac_element_wins_over_the_first_interface() {
+        let xml = WITH.replace(
+            "</migroute:vm>",
+            "<migroute:mac>52:54:00:00:00:99</migroute:mac></migroute:vm>",
+        );
+        let d = Domain::parse(&xml).unwrap();
+        assert_eq!(d.mac, Some("52:54:00:00:00:99".parse().unwrap()));
+        let bad = WITH.replace("52:54:00:AB:cd:01", "52:54:00:AB:cd");
+        let e = Domain::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("vm1") && e.contains("52:54:00:AB:cd"), "{e}");
     }
 
     #[test]
     fn a_domain_without_metadata_has_no_prefixes() {
         let d = Domain::parse("<domain><name>x</name><uuid>u</uuid></domain>").unwrap();
         assert!(d.prefixes.is_empty());
+        assert_eq!(d.mac, None);
     }
 
     #[test]

@@ -193,7 +193,7 @@ impl Hook {
             },
             policy: self.config.policy.clone(),
             timers: self.config.timers,
-            vm_mac: None,
+            vm_mac: domain.mac,
         }
     }
 
