@@ -242,7 +242,12 @@ fn a_reader_that_goes_away_ends_decode_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc_sigpipe()), "{:?}", out.status);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc_sigpipe()),
+        "{:?}",
+        out.status
+    );
 }
 
 fn libc_sigpipe() -> i32 {
