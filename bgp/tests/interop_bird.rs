@@ -1,6 +1,7 @@
 //! Interop with BIRD 2: eBGP over IPv4 and iBGP over IPv6 (BIRD's `local as` makes
 //! the second session internal), attributes read back with `birdc show route … all`,
-//! withdraw, and routes BIRD sends.
+//! withdraw, routes BIRD sends, TCP-MD5 (BIRD's `password`; right and wrong) and
+//! max-prefix → Cease/1 as BIRD reports it.
 
 mod interop_support;
 

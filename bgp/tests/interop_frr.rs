@@ -2,7 +2,8 @@
 //! daemon's namespace shows whether forwarding follows): eBGP over IPv4 and IPv6,
 //! attributes read back with `vtysh … json`, withdraw, routes FRR sends, iBGP
 //! LOCAL_PREF, graceful restart across `kill -9` with the FIB watched throughout,
-//! TCP-MD5, and max-prefix → Cease/1.
+//! TCP-MD5 (right and wrong password), max-prefix → Cease/1, and FRR restarting
+//! (kill -9) while we keep its routes stale until its End-of-RIB.
 
 mod interop_support;
 
@@ -266,8 +267,36 @@ fn frr_md5_session_and_max_prefix_cease() {
         &format!(" neighbor {S4} password s3cret-md5"),
         extra_v4,
     ));
+    // A wrong password: the kernels drop the signed segments, no session comes up.
+    let wrong = net.write("md5-wrong", "not-the-password\n");
+    let before = md5_drops(&net.daemon_ns) + md5_drops(&net.speaker_ns);
+    let sp = net.speak(&[
+        "--local-as",
+        "65001",
+        "--router-id",
+        S4,
+        "--peer",
+        D4,
+        "--peer-as",
+        "65002",
+        "--families",
+        "ipv4",
+        "--hold-time",
+        "9",
+        "--md5-password-file",
+        wrong.to_str().unwrap(),
+    ]);
+    wait_until("segments with a bad signature dropped", T, || {
+        (md5_drops(&net.daemon_ns) + md5_drops(&net.speaker_ns) > before + 2).then_some(())
+    });
+    assert!(
+        !sp.lines().iter().any(session_up),
+        "session up with a wrong password"
+    );
+    assert!(!frr_established(&net, S4));
+    drop(sp);
     let pw = net.write("md5", "s3cret-md5\n");
-    // First with the password from a file through flags: the session comes up.
+    // With the password from a file through flags: the session comes up.
     let sp = net.speak(&[
         "--local-as",
         "65001",

@@ -1,6 +1,7 @@
 //! Interop with gobgpd 3.x: eBGP over IPv4 and iBGP over IPv6 (the neighbor's
 //! `local-as` makes the second session internal), attributes read back with
-//! `gobgp global rib -j`, withdraw, and routes gobgpd sends.
+//! `gobgp global rib -j`, withdraw, routes gobgpd sends, TCP-MD5 (`auth-password`;
+//! right and wrong) and max-prefix → Cease/1 as gobgpd counts it.
 
 mod interop_support;
 
