@@ -54,6 +54,10 @@
 //! disabled by the same UPDATE. An UPDATE emptied by treat-as-withdraw is never
 //! reported as End-of-RIB ([`codec::Decoded::end_of_rib`]).
 //!
+//! The speaker applies afi-safi-disable as RFC 4760 section 7 describes it: the
+//! family's routes from that peer are deleted and its later UPDATEs ignored until the
+//! session restarts (`PeerStatus::families_disabled`); the other families carry on.
+//!
 //! Not checked by the codec, because they need session state: LOCAL_PREF presence on
 //! iBGP and its removal on eBGP (7606 §7.5), martian next hops, first AS on eBGP.
 
