@@ -5,14 +5,14 @@
 //! unreachable peer refuses the migration. Needs root and VXLAN: SKIPPED without them
 //! (panics under CI).
 
-mod support;
+mod agent_lab;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{can_run, free_port, Agent, Api, Sites, A4, B4};
+use agent_lab::{can_run, free_port, Agent, Lab, A4, B4};
 
 const UUID: &str = "4dea22b3-1d52-d8f3-2516-782e98ab3fa0";
 
@@ -82,9 +82,22 @@ fn hook(config: &Path, op: &str, sub: &str, xml: &str) -> Output {
     out
 }
 
-async fn live_ids(api: &Api, agent: &Agent) -> Vec<(String, String, String)> {
-    api.migrations(agent)
-        .await
+/// Names of migroute's links (`mr-…`) in `ns`.
+fn migroute_links(lab: &Lab, ns: &str) -> Vec<String> {
+    lab.ip(ns, &["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .filter(|n| n.starts_with("mr-"))
+        .collect()
+}
+
+async fn live_ids(agent: &Agent) -> Vec<(String, String, String)> {
+    let (code, all) = agent.get("/v1/migrations").await;
+    assert_eq!(code, 200, "{all}");
+    all.as_array()
+        .cloned()
+        .unwrap_or_default()
         .iter()
         .map(|m| {
             (
@@ -102,11 +115,10 @@ async fn migrate_begin_prepares_both_agents_and_release_aborts_what_never_switch
     if !can_run("migrate_begin_prepares_both_agents_and_release_aborts_what_never_switched") {
         return;
     }
-    let sites = Sites::new("hook");
+    let lab = Lab::new("hook");
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::new(dir.path(), "a", &sites.a, A4);
-    let b = Agent::new(dir.path(), "b", &sites.b, B4);
-    let api = Api::default();
+    let a = Agent::new(dir.path(), "a", &lab.a, A4).await;
+    let b = Agent::new(dir.path(), "b", &lab.b, B4).await;
     let config = hook_config(dir.path(), &b, &a.base, true);
 
     // Operations the hook does not act on need neither config nor XML.
@@ -115,7 +127,7 @@ async fn migrate_begin_prepares_both_agents_and_release_aborts_what_never_switch
     // A domain without migroute metadata is none of our business.
     let out = hook(&config, "migrate", "begin", &domain_xml(false));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(live_ids(&api, &a).await.is_empty() && live_ids(&api, &b).await.is_empty());
+    assert!(live_ids(&a).await.is_empty() && live_ids(&b).await.is_empty());
 
     // 1. An incoming migration that fails: prepared on both, then aborted on both.
     let out = hook(&config, "migrate", "begin", &domain_xml(true));
@@ -125,15 +137,15 @@ async fn migrate_begin_prepares_both_agents_and_release_aborts_what_never_switch
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let on_b = live_ids(&api, &b).await;
-    let on_a = live_ids(&api, &a).await;
+    let on_b = live_ids(&b).await;
+    let on_a = live_ids(&a).await;
     assert_eq!(on_b.len(), 1, "{on_b:?}");
     let id = on_b[0].0.clone();
     assert!(id.starts_with(&format!("lv-{UUID}-")), "{id}");
     assert_eq!(on_b[0].1, "destination");
     assert_eq!(on_a, vec![(id.clone(), "source".into(), "prepared".into())]);
-    assert_eq!(sites.migroute_links(&sites.a).len(), 1);
-    assert_eq!(sites.migroute_links(&sites.b).len(), 1);
+    assert_eq!(migroute_links(&lab, &lab.a).len(), 1);
+    assert_eq!(migroute_links(&lab, &lab.b).len(), 1);
     let out = hook(&config, "release", "end", &domain_xml(true));
     assert_eq!(
         out.status.code(),
@@ -141,12 +153,10 @@ async fn migrate_begin_prepares_both_agents_and_release_aborts_what_never_switch
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    api.wait_phase(&b, &id, "aborted", Duration::from_secs(15))
-        .await;
-    api.wait_phase(&a, &id, "aborted", Duration::from_secs(15))
-        .await;
-    assert!(sites.migroute_links(&sites.a).is_empty());
-    assert!(sites.migroute_links(&sites.b).is_empty());
+    b.wait_phase(&id, "aborted", Duration::from_secs(15)).await;
+    a.wait_phase(&id, "aborted", Duration::from_secs(15)).await;
+    assert!(migroute_links(&lab, &lab.a).is_empty());
+    assert!(migroute_links(&lab, &lab.b).is_empty());
 
     // 2. One that switches over (as the VM-seen detection would make it): a later
     //    release leaves it to converge and tear itself down.
@@ -157,27 +167,28 @@ async fn migrate_begin_prepares_both_agents_and_release_aborts_what_never_switch
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let id2 = live_ids(&api, &b).await[0].0.clone();
+    let id2 = live_ids(&b).await[0].0.clone();
     assert_ne!(id2, id, "every migration gets its own id");
     for agent in [&a, &b] {
-        let (code, v) = api.post(agent, &id2, "switchover").await;
+        let (code, v) = agent.post(&id2, "switchover").await;
         assert_eq!(code, 200, "{v}");
     }
     let out = hook(&config, "release", "end", &domain_xml(true));
     assert_eq!(out.status.code(), Some(0));
-    let (_, v) = api.get(&b, &format!("/v1/migrations/{id2}")).await;
+    let (_, v) = b.get(&format!("/v1/migrations/{id2}")).await;
     assert_ne!(v["phase"], "aborted", "{v}");
     // Announce, then the quiet tunnel lets both tear down by themselves.
     for agent in [&b, &a] {
-        let (code, v) = api.post(agent, &id2, "announce").await;
+        let (code, v) = agent.post(&id2, "announce").await;
         assert_eq!(code, 200, "{v}");
     }
     for agent in [&a, &b] {
-        api.wait_phase(agent, &id2, "torn-down", Duration::from_secs(30))
+        agent
+            .wait_phase(&id2, "torn-down", Duration::from_secs(30))
             .await;
     }
-    assert!(sites.migroute_links(&sites.a).is_empty());
-    assert!(sites.migroute_links(&sites.b).is_empty());
+    assert!(migroute_links(&lab, &lab.a).is_empty());
+    assert!(migroute_links(&lab, &lab.b).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,21 +196,20 @@ async fn an_unreachable_peer_refuses_the_migration_and_leaves_nothing() {
     if !can_run("an_unreachable_peer_refuses_the_migration_and_leaves_nothing") {
         return;
     }
-    let sites = Sites::new("hookf");
+    let lab = Lab::new("hookf");
     let dir = tempfile::tempdir().unwrap();
-    let b = Agent::new(dir.path(), "b", &sites.b, B4);
-    let api = Api::default();
+    let b = Agent::new(dir.path(), "b", &lab.b, B4).await;
     let nobody = format!("http://127.0.0.1:{}", free_port());
     let closed = hook_config(dir.path(), &b, &nobody, true);
     let out = hook(&closed, "migrate", "begin", &domain_xml(true));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refusing the migration of vm1"), "{stderr}");
-    assert!(live_ids(&api, &b).await.is_empty());
-    assert!(sites.migroute_links(&sites.b).is_empty());
+    assert!(live_ids(&b).await.is_empty());
+    assert!(migroute_links(&lab, &lab.b).is_empty());
     // fail_closed = false: the VM may move; the error is logged, the hook succeeds.
     let open = hook_config(dir.path(), &b, &nobody, false);
     let out = hook(&open, "migrate", "begin", &domain_xml(true));
     assert_eq!(out.status.code(), Some(0));
-    assert!(live_ids(&api, &b).await.is_empty());
+    assert!(live_ids(&b).await.is_empty());
 }
