@@ -85,15 +85,19 @@ async fn rest_surface() {
         (400, Some("hypervisor.topology")),
         "{b}"
     );
+    // A kind this build has no driver for: libvirt without the `libvirt` feature, and
+    // DRBD storage in any build. Refused before anything is journaled.
     let mut lv = plan("m2");
     lv["hypervisor"] =
         json!({"kind": "libvirt", "source_uri": "qemu:///a", "destination_uri": "qemu:///b"});
+    lv["storage"] = json!({"kind": "drbd", "resource": "r0"});
     let (s, b) = post(&c, &base, &lv).await;
-    assert_eq!(
-        (s, b["field"].as_str()),
-        (400, Some("hypervisor.kind")),
-        "{b}"
-    );
+    let refused = if cfg!(feature = "libvirt") {
+        "storage.kind"
+    } else {
+        "hypervisor.kind"
+    };
+    assert_eq!((s, b["field"].as_str()), (400, Some(refused)), "{b}");
 
     let r = c
         .get(format!("{base}/v1/migrations/m1"))
