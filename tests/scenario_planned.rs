@@ -49,15 +49,21 @@ fn can_run(test: &str) -> bool {
     } else if let Some(missing) = FRR.iter().find(|p| !Path::new(p).exists()) {
         Some(format!("needs FRR ({missing})"))
     } else {
-        let probe = format!("mrsprobe{}", std::process::id() % 10_000);
-        let made = Command::new("ip")
-            .args([
-                "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
-            ])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        let _ = Command::new("ip").args(["link", "del", &probe]).output();
+        // Probed once per process: the tests of this file run in parallel, and the
+        // kernel refuses a second VXLAN with the same VNI and port in one namespace.
+        static VXLAN_OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let made = *VXLAN_OK.get_or_init(|| {
+            let probe = format!("mrsprobe{}", std::process::id() % 10_000);
+            let made = Command::new("ip")
+                .args([
+                    "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
+                ])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            let _ = Command::new("ip").args(["link", "del", &probe]).output();
+            made
+        });
         (!made).then(|| "kernel lacks vxlan".to_string())
     };
     match why {
