@@ -538,20 +538,33 @@ impl PeerNotifier {
         }
     }
 
-    /// `POST {api_url}/v1/migrations/{id}/switchover`, in the background.
-    pub fn switchover(&self, api_url: &str, id: &str) {
-        let url = format!(
-            "{}/v1/migrations/{id}/switchover",
-            api_url.trim_end_matches('/')
-        );
-        let req = self.client.post(&url).bearer_auth(&*self.token);
+    /// The destination heard the VM: `POST {api_url}/v1/migrations/{id}/switchover`,
+    /// then `…/announce`, on the source, in the background.
+    ///
+    /// Why both: the VM running here is what an orchestrator's announce webhook would
+    /// report, and without one (a plain `virsh migrate` with the libvirt hook) nobody
+    /// else tells the source, which would sit in `switched-over` until it stalls,
+    /// tunnel and override in place. With an orchestrator its later announce is
+    /// accepted and changes nothing. A refused switchover is not followed by announce.
+    pub fn vm_arrived(&self, api_url: &str, id: &str) {
+        let base = format!("{}/v1/migrations/{id}", api_url.trim_end_matches('/'));
+        let (client, token) = (self.client.clone(), self.token.clone());
         tokio::spawn(async move {
-            match req.send().await {
-                Ok(r) if r.status().is_success() => {
-                    tracing::info!(%url, "peer switched over");
+            for step in ["switchover", "announce"] {
+                let url = format!("{base}/{step}");
+                match client.post(&url).bearer_auth(&*token).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        tracing::info!(%url, "peer told: the VM is here");
+                    }
+                    Ok(r) => {
+                        tracing::warn!(%url, status = %r.status(), "peer refused");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%url, error = %e, "peer not reached");
+                        return;
+                    }
                 }
-                Ok(r) => tracing::warn!(%url, status = %r.status(), "peer refused switchover"),
-                Err(e) => tracing::warn!(%url, error = %e, "peer switchover failed"),
             }
         });
     }
@@ -627,7 +640,7 @@ pub async fn perform<D: Dataplane>(
         }
         Action::Notify(notice) => match notice {
             Notice::SwitchOverPeer { api_url } => {
-                fx.notifier.switchover(api_url, cmd.migration.as_str())
+                fx.notifier.vm_arrived(api_url, cmd.migration.as_str())
             }
             Notice::Stalled => {
                 tracing::warn!(migration = %cmd.migration, "not converged in time: stalled, nothing torn down")
@@ -769,5 +782,65 @@ mod tests {
             .map(|p| p.to_string())
             .collect();
         assert_eq!(got, ["10.10.0.5/32", "10.10.0.6/32"]);
+    }
+
+    /// Answers `POST /v1/migrations/{id}/{step}` with `status` for `refuse`d steps
+    /// (200 otherwise), recording `step` and the bearer token of each call.
+    async fn peer_api(refuse: &'static str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::extract::{Path, State};
+        use axum::http::{HeaderMap, StatusCode};
+        type Calls = Arc<std::sync::Mutex<Vec<String>>>;
+        async fn step(
+            State((calls, refuse)): State<(Calls, &'static str)>,
+            Path((id, step)): Path<(String, String)>,
+            headers: HeaderMap,
+        ) -> StatusCode {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            calls.lock().unwrap().push(format!("{id} {step} {auth}"));
+            if step == refuse {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::OK
+            }
+        }
+        let calls: Calls = Arc::default();
+        let app = axum::Router::new()
+            .route("/v1/migrations/{id}/{step}", axum::routing::post(step))
+            .with_state((calls.clone(), refuse));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, calls)
+    }
+
+    async fn calls_after(calls: &std::sync::Mutex<Vec<String>>, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while calls.lock().unwrap().len() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Anything that would follow has had its chance too.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        calls.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn vm_arrived_switches_the_source_over_then_announces_it() {
+        let (url, calls) = peer_api("none").await;
+        PeerNotifier::new("tok".into()).vm_arrived(&format!("{url}/"), "m1");
+        assert_eq!(
+            calls_after(&calls, 2).await,
+            ["m1 switchover Bearer tok", "m1 announce Bearer tok"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_switchover_is_not_followed_by_announce() {
+        let (url, calls) = peer_api("switchover").await;
+        PeerNotifier::new("tok".into()).vm_arrived(&url, "m1");
+        assert_eq!(calls_after(&calls, 1).await, ["m1 switchover Bearer tok"]);
     }
 }

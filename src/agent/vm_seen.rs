@@ -2,8 +2,8 @@
 //! announces the VM with RARP frames from its MAC, and a guest that announces itself
 //! sends gratuitous ARP or unsolicited IPv6 neighbour advertisements. Whichever is heard
 //! first on the VM-facing interface tells the owner task, which announces the VM's
-//! route at once and tells the source to switch over: the switch no longer waits for the
-//! migration software's webhook.
+//! route at once and tells the source to switch over and announce: the switch no longer
+//! waits for the migration software's webhook, and needs none (the libvirt hook).
 //!
 //! [`classify`] is the pure part (frame bytes → what was heard), decoded with
 //! `etherparse`; [`PacketSocket`] is an `AF_PACKET` socket bound to the interface in the

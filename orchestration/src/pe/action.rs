@@ -132,8 +132,8 @@ pub enum Record {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Notice {
-    /// Destination heard the VM first: `POST {api_url}/v1/migrations/{id}/switchover`
-    /// on the source PE (harmless if it already switched).
+    /// Destination heard the VM first: `POST {api_url}/v1/migrations/{id}/switchover`,
+    /// then `…/announce`, on the source PE (harmless if it already did either).
     SwitchOverPeer {
         /// The peer's API base URL.
         api_url: String,
