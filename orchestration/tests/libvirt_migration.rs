@@ -218,6 +218,7 @@ impl Lab {
             listen_address: Some(B_WAN.into()),
             bandwidth_mib_s,
             copy_storage: CopyStorage::All,
+            synchronous_writes: false,
             tls: false,
             poll_interval: Duration::from_millis(200),
         }

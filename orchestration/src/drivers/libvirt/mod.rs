@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use job::JobStats;
 
 use super::{EventSink, Hypervisor, HypervisorError, HypervisorEvent, QuiesceGate};
-use crate::migration::{CopyStorage, HypervisorPlan, MigrationPlan};
+use crate::migration::{CopyStorage, HypervisorPlan, MigrationPlan, StoragePlan};
 
 /// What the driver needs to know, from the plan's `[hypervisor]` section (`kind =
 /// "libvirt"`).
@@ -47,6 +47,9 @@ pub struct LibvirtConfig {
     pub bandwidth_mib_s: Option<u64>,
     /// Which disks libvirt copies.
     pub copy_storage: CopyStorage,
+    /// Guest writes wait for the destination during the disk copy (from a plan's
+    /// `[storage] kind = "libvirt-copy"`), so the copy converges under a busy guest.
+    pub synchronous_writes: bool,
     /// Encrypt the stream with libvirt's TLS.
     pub tls: bool,
     /// How often job statistics are polled for `Progress`.
@@ -81,7 +84,18 @@ impl LibvirtConfig {
             migrate_uri: migrate_uri.clone(),
             listen_address: listen_address.clone(),
             bandwidth_mib_s: *bandwidth_mib_s,
-            copy_storage: *copy_storage,
+            // `[storage] kind = "libvirt-copy"` means libvirt copies the disks: whole
+            // ones unless the hypervisor section says `inc`.
+            copy_storage: match (&plan.storage, copy_storage) {
+                (StoragePlan::LibvirtCopy { .. }, CopyStorage::None) => CopyStorage::All,
+                (_, c) => *c,
+            },
+            synchronous_writes: matches!(
+                plan.storage,
+                StoragePlan::LibvirtCopy {
+                    synchronous_writes: true
+                }
+            ),
             tls: *tls,
             poll_interval: Duration::from_millis(500),
         })

@@ -78,8 +78,15 @@ fn flags(cfg: &LibvirtConfig) -> u32 {
     if cfg.tls {
         f |= sys::VIR_MIGRATE_TLS;
     }
+    if cfg.synchronous_writes && !matches!(cfg.copy_storage, CopyStorage::None) {
+        f |= VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES;
+    }
     f
 }
+
+/// libvirt ≥ 8.0's flag (libvirt-domain.h: `1 << 18`), newer than the `virt-sys`
+/// bindings: the disk mirror runs write-blocking, so guest writes wait for the copy.
+const VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES: u32 = 1 << 18;
 
 fn params(cfg: &LibvirtConfig) -> MigrateParameters {
     MigrateParameters {
@@ -380,4 +387,45 @@ pub(crate) fn cancel(cfg: &LibvirtConfig, flag: &AtomicBool) -> Result<(), Hyper
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration::MigrationPlan;
+
+    fn plan(hypervisor_extra: &str, storage: &str) -> MigrationPlan {
+        let text = format!(
+            r#"{{"id": "m", "vm": {{"name": "vm1", "prefixes": ["10.10.0.5/32"]}},
+            "source": {{"agent_url": "http://a:1", "tunnel_endpoint": "10.0.0.1"}},
+            "destination": {{"agent_url": "http://b:1", "tunnel_endpoint": "10.0.0.2"}},
+            "tunnel": {{"kind": "vxlan", "vni": 5}},
+            "hypervisor": {{"kind": "libvirt", "source_uri": "qemu+tcp://a/system",
+                            "destination_uri": "qemu+tcp://b/system"{hypervisor_extra}}},
+            "storage": {storage}}}"#
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn flags_of(hypervisor_extra: &str, storage: &str) -> u32 {
+        flags(&LibvirtConfig::from_plan(&plan(hypervisor_extra, storage)).unwrap())
+    }
+
+    #[test]
+    fn libvirt_copy_storage_copies_disks_and_may_make_writes_synchronous() {
+        let none = flags_of("", r#"{"kind": "none"}"#);
+        assert_eq!(none & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        assert_eq!(none & VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES, 0);
+        let copy = flags_of("", r#"{"kind": "libvirt-copy"}"#);
+        assert_ne!(copy & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        assert_eq!(copy & VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES, 0);
+        let sync = flags_of(
+            r#", "copy_storage": "inc""#,
+            r#"{"kind": "libvirt-copy", "synchronous_writes": true}"#,
+        );
+        assert_ne!(sync & sys::VIR_MIGRATE_NON_SHARED_INC, 0);
+        assert_eq!(sync & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        assert_ne!(sync & VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES, 0);
+        assert!(sync & sys::VIR_MIGRATE_LIVE != 0 && sync & sys::VIR_MIGRATE_PEER2PEER != 0);
+    }
 }
