@@ -226,10 +226,10 @@ fn moving_the_vm_port_to_dc_b_keeps_its_state_and_pe_b_reaches_it() {
     // Same gateway MAC behind pe-b: the VM's replies flow at once, both families.
     lab.sh(
         "pe-b",
-        "ping -c1 -W2 10.10.0.5 && ping -6 -c1 -W2 2001:db8:10::5",
+        "ping -c1 -w10 10.10.0.5 && ping -6 -c1 -w10 2001:db8:10::5",
     )
     .unwrap();
-    lab.sh("vm", "ping -c1 -W2 10.10.0.1").unwrap();
+    lab.sh("vm", "ping -c1 -w10 10.10.0.1").unwrap();
     let status = lab.status().unwrap();
     let vm_link = status.links.iter().find(|l| l.a.node == "vm").unwrap();
     assert_eq!(
@@ -246,7 +246,7 @@ fn moving_the_vm_port_to_dc_b_keeps_its_state_and_pe_b_reaches_it() {
         .unwrap();
     lab.wait_route("pe-in", "10.10.0.0/24", Duration::from_secs(20))
         .unwrap();
-    lab.sh("client", "ping -c1 -W2 10.10.0.5").unwrap();
+    lab.sh("client", "ping -c1 -w10 10.10.0.5").unwrap();
     let pids = daemon_pids(&lab);
     lab.down().unwrap();
     assert_gone(&lab, &pids);
