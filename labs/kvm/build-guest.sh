@@ -2,10 +2,15 @@
 # Builds the lab's tiny guest from Debian packages only: the vmlinuz of Debian's
 # linux-image-amd64 kernel and an initramfs of busybox-static whose /init
 #   - loads virtio_pci, virtio_net and virtio_blk (with their module dependencies),
-#   - puts 10.10.0.5/24 (or $GUEST_ADDR) on eth0,
+#   - puts 10.10.0.5/24 (or $GUEST_ADDR) on eth0, default route via 10.10.0.1 (or
+#     $GUEST_GW),
 #   - answers TCP echo on port 7 (busybox nc -ll -e cat); ICMP echo is the kernel's,
-#   - writes sequence-numbered 512-byte blocks to /dev/vda continuously (block i at
-#     sector i mod 2048, "migroute-seq <i>"), so a disk copy under load is exercised.
+#   - if /bin/migroute-guest is there (an archive appended by the lab's
+#     kvm::with_agent), runs it in the background, output on the console: UDP
+#     reflector, TCP echo, O_DIRECT disk writer and control port (labs/src/guest_agent);
+#   - otherwise writes sequence-numbered 512-byte blocks to /dev/vda continuously
+#     (block i at sector i mod 2048, "migroute-seq <i>"), so a disk copy under load is
+#     exercised.
 #
 #   bash labs/kvm/build-guest.sh OUT_DIR
 #
@@ -27,6 +32,7 @@ rm -f "$out/kvm-verdict"
 busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "build-guest: busybox-static is not installed" >&2; exit 1; }
 addr=${GUEST_ADDR:-10.10.0.5/24}
+gw=${GUEST_GW:-10.10.0.1}
 
 work=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -89,9 +95,15 @@ i=0
 while ! ip link show eth0 >/dev/null 2>&1 && [ \$i -lt 50 ]; do sleep 0.1; i=\$((i+1)); done
 ip link set eth0 up
 ip addr add $addr dev eth0
-echo "migroute-guest: eth0 $addr up"
+ip route add default via $gw
+echo "migroute-guest: eth0 $addr up, default via $gw"
 # TCP echo on port 7.
 nc -ll -p 7 -e cat &
+if [ -x /bin/migroute-guest ]; then
+    # The agent prints "migroute-guest: ready" itself once its ports are open.
+    /bin/migroute-guest &
+    exec sh -c 'while :; do sleep 3600; done'
+fi
 # Sequence-numbered blocks on the disk, continuously (/dev/vda appears a little
 # after its module loads).
 i=0

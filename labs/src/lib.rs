@@ -9,6 +9,7 @@
 mod cmd;
 pub mod daemons;
 pub mod error;
+pub mod guest_agent;
 pub mod kvm;
 pub mod lab;
 pub mod link_move;

@@ -9,10 +9,12 @@
 
 mod assets;
 mod guest;
+mod guest_initrd;
 mod libvirtd;
 mod site;
 
 pub use assets::{cache_dir, ensure_guest, ensure_qemu, Accel, GuestImage};
 pub use guest::{domain_xml, GuestSpec};
+pub use guest_initrd::{guest_agent_binary, with_agent};
 pub use libvirtd::Libvirtd;
 pub use site::{link_sites, Site};

@@ -71,4 +71,29 @@ impl Lab {
         })?;
         Ok((client, echo))
     }
+
+    /// Sends the UDP stream `cfg` from node `from` to a reflector at `cfg.target` (the
+    /// guest agent's UDP port, see [`crate::guest_agent`]) and counts the reflections
+    /// back in `from`: the way to probe a real guest, which cannot run the receiver.
+    pub fn udp_echo_probe(
+        &self,
+        from: &str,
+        cfg: &SendConfig,
+        recv: RecvOptions,
+    ) -> Result<(SendReport, UdpReport)> {
+        let from_ns = self.netns(from)?;
+        let cfg = cfg.clone();
+        netns::run_in(&from_ns, move || udp::echo_probe(&cfg, recv))?.map_err(|e| LabError::Probe {
+            node: from.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Runs the TCP probe from node `from` against an echo server that is already
+    /// listening at `cfg.target` outside the lab's control (the guest agent's TCP port).
+    pub fn tcp_probe_remote(&self, from: &str, cfg: &TcpConfig) -> Result<TcpReport> {
+        let from_ns = self.netns(from)?;
+        let cfg = cfg.clone();
+        netns::run_in(&from_ns, move || tcp::run_client(&cfg))
+    }
 }

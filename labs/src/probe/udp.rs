@@ -17,10 +17,10 @@ use super::wire::{Header, Kind, HEADER_LEN};
 const MAX_SEQ: u64 = 360_000_000;
 
 /// Receive buffer asked for: seconds of traffic at 1 kpps.
-const RCVBUF: libc::c_int = 8 << 20;
+pub(crate) const RCVBUF: libc::c_int = 8 << 20;
 
 /// Best effort: `SO_RCVBUFFORCE` (root may exceed `rmem_max`), else `SO_RCVBUF`.
-fn enlarge_rcvbuf(sock: &UdpSocket, bytes: libc::c_int) {
+pub(crate) fn enlarge_rcvbuf(sock: &UdpSocket, bytes: libc::c_int) {
     use std::os::unix::io::AsRawFd;
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
         // SAFETY: setsockopt on a valid fd with a pointer to a live c_int and its size.
@@ -76,14 +76,23 @@ pub struct SendReport {
     pub max_lag_us: u64,
 }
 
-/// Sends the stream, then an end marker (five times, 10 ms apart) carrying the count.
-pub fn send(cfg: &SendConfig) -> io::Result<SendReport> {
-    let bind: SocketAddr = if cfg.target.is_ipv4() {
+/// The wildcard address of `target`'s family, port 0.
+fn ephemeral_for(target: SocketAddr) -> SocketAddr {
+    if target.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
         "[::]:0".parse().expect("literal")
-    };
-    let sock = UdpSocket::bind(bind)?;
+    }
+}
+
+/// Sends the stream, then an end marker (five times, 10 ms apart) carrying the count.
+pub fn send(cfg: &SendConfig) -> io::Result<SendReport> {
+    let sock = UdpSocket::bind(ephemeral_for(cfg.target))?;
+    send_on(&sock, cfg)
+}
+
+/// [`send`] from an existing socket (the echo probe receives the reflections on it).
+fn send_on(sock: &UdpSocket, cfg: &SendConfig) -> io::Result<SendReport> {
     let rate = cfg.rate_pps.max(1) as u64;
     let interval_ns = 1_000_000_000 / rate;
     let total = (cfg.duration.as_nanos() as u64).saturating_mul(rate) / 1_000_000_000;
@@ -164,9 +173,14 @@ impl Receiver {
     /// receive buffer, so that a receiver descheduled for a while on a loaded machine
     /// does not itself drop packets and blame the network.
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let sock = UdpSocket::bind(addr)?;
+        Ok(Self::from_socket(UdpSocket::bind(addr)?))
+    }
+
+    /// A receiver on a socket bound elsewhere (the echo probe's own sending socket),
+    /// with the same large receive buffer.
+    pub fn from_socket(sock: UdpSocket) -> Self {
         enlarge_rcvbuf(&sock, RCVBUF);
-        Ok(Receiver { sock })
+        Receiver { sock }
     }
 
     /// The bound address (useful with port 0).
@@ -250,6 +264,22 @@ impl Receiver {
     }
 }
 
+/// The round-trip variant for a target that cannot host a receiver (a real guest):
+/// the stream goes to a reflector (the guest agent's UDP port) that sends every
+/// datagram back unchanged, and the reflections are counted on the same ephemeral
+/// socket. A packet lost on the way out or on the way back shows as a gap at its send
+/// time; the report's latencies are round trips.
+pub fn echo_probe(cfg: &SendConfig, opts: RecvOptions) -> io::Result<(SendReport, UdpReport)> {
+    let sock = UdpSocket::bind(ephemeral_for(cfg.target))?;
+    let rx = Receiver::from_socket(sock.try_clone()?);
+    let rx_thread = std::thread::spawn(move || rx.run(opts));
+    let sent = send_on(&sock, cfg);
+    let report = rx_thread
+        .join()
+        .map_err(|_| io::Error::other("echo probe receiver panicked"))?;
+    Ok((sent?, report?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +310,69 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// Reflects datagrams on a loopback socket, dropping those for which `drop`
+    /// says so, until `stop` is set.
+    fn dropping_reflector(
+        mut drop: impl FnMut(u64) -> bool + Send + 'static,
+    ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut n_data = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let is_data = Header::decode(&buf[..n]).is_some_and(|h| h.kind == Kind::Data);
+                if is_data {
+                    n_data += 1;
+                    if drop(n_data) {
+                        continue;
+                    }
+                }
+                let _ = sock.send_to(&buf[..n], from);
+            }
+        });
+        (addr, stop)
+    }
+
+    #[test]
+    fn echo_probe_against_the_guest_agent_reflector_loses_nothing() {
+        let agent = crate::guest_agent::Reflector::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let target = agent.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = agent.spawn(stop.clone());
+        let cfg = SendConfig::new(target, Duration::from_millis(500));
+        let (sent, r) = echo_probe(&cfg, RecvOptions::default()).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reflected = h.join().unwrap();
+        assert_eq!(sent.sent, 500);
+        assert_eq!((r.sent, r.received, r.lost), (500, 500, 0), "{r:?}");
+        assert!(r.end_seen);
+        assert_eq!(r.run_id, sent.run_id);
+        assert!(reflected >= 500, "reflector counted {reflected}");
+    }
+
+    #[test]
+    fn echo_probe_sees_every_dropped_reflection_as_a_gap() {
+        let (target, stop) = dropping_reflector(|n| n % 10 == 0);
+        let cfg = SendConfig::new(target, Duration::from_millis(500));
+        let (sent, r) = echo_probe(&cfg, RecvOptions::default()).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(sent.sent, 500);
+        assert_eq!(r.sent, 500);
+        assert_eq!(r.lost, 50, "{r:?}");
+        assert_eq!(r.gaps.len(), 50);
+        // The 10th, 20th, … data packet (seq 9, 19, …) is the one dropped.
+        assert!(r.gaps.iter().all(|g| g.count == 1 && g.first_seq % 10 == 9));
+        assert_eq!(r.lost_send_unix_ns.len(), 50);
     }
 }
