@@ -4,8 +4,8 @@
 //! plan chose.
 
 use migroute_orchestration::drivers::{
-    EventSink, Hypervisor, HypervisorError, HypervisorEvent, NoneStorage, QemuMirrorStorage,
-    QuiesceGate, Storage, StorageError, StorageEvent,
+    DrbdStorage, EventSink, Hypervisor, HypervisorError, HypervisorEvent, NoneStorage,
+    QemuMirrorStorage, QuiesceGate, Storage, StorageError, StorageEvent,
 };
 
 #[cfg(feature = "libvirt")]
@@ -63,6 +63,8 @@ pub enum PlanStorage {
     None(NoneStorage),
     /// `kind = "qemu-mirror"`.
     QemuMirror(Box<QemuMirrorStorage>),
+    /// `kind = "drbd"`.
+    Drbd(Box<DrbdStorage>),
 }
 
 /// Forwards one `Storage` call to the chosen driver.
@@ -71,6 +73,7 @@ macro_rules! forward {
         match $self {
             PlanStorage::None(s) => s.$call($($arg),*).await,
             PlanStorage::QemuMirror(s) => s.$call($($arg),*).await,
+            PlanStorage::Drbd(s) => s.$call($($arg),*).await,
         }
     };
 }

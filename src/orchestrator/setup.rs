@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migroute_labs::{Lab, Topology};
+use migroute_orchestration::drivers::drbd::Host;
 #[cfg(feature = "libvirt")]
 use migroute_orchestration::drivers::libvirt::{LibvirtConfig, LibvirtHypervisor};
-use migroute_orchestration::drivers::{NoneStorage, QemuMirrorStorage};
+use migroute_orchestration::drivers::{DrbdStorage, NoneStorage, QemuMirrorStorage};
 use migroute_orchestration::migration::{HypervisorPlan, MigrationPlan, StoragePlan};
 use thiserror::Error;
 
@@ -130,10 +131,17 @@ pub fn drivers(
             PlanStorage::QemuMirror(Box::new(driver))
         }
         StoragePlan::Drbd { .. } => {
-            return Err(SetupError::Unsupported {
-                field: "storage.kind",
-                reason: "\"drbd\" has no driver in this migroute yet".into(),
-            })
+            let driver = DrbdStorage::from_plan(&plan.storage).expect("the plan's storage is drbd");
+            if let Some((host, program)) = driver.missing_program() {
+                return Err(SetupError::Unsupported {
+                    field: match host {
+                        Host::Source => "storage.source_command",
+                        Host::Destination => "storage.destination_command",
+                    },
+                    reason: format!("{program:?} cannot be run here (not on PATH)"),
+                });
+            }
+            PlanStorage::Drbd(Box::new(driver))
         }
     };
     Ok(Drivers {

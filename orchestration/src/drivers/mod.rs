@@ -1,6 +1,6 @@
 //! Driver traits: what the orchestrator's runtime calls to carry out the whole-migration
 //! machine's actions, shaped for the real drivers (libvirt, QEMU block mirror, the
-//! agent's REST API, the netns lab).
+//! agent's REST API, DRBD, the netns lab).
 //!
 //! No async runtime here: methods return `impl Future + Send` (not `async fn`, so that
 //! callers on a multi-threaded runtime can rely on `Send`), and long-running work
@@ -41,6 +41,7 @@
 //! the phases in as [`Event::Agent`](crate::migration::Event::Agent).
 
 mod agent;
+pub mod drbd;
 mod hypervisor;
 mod none_storage;
 pub mod qemu_mirror;
@@ -50,6 +51,7 @@ mod storage;
 pub use agent::{AgentError, AgentOp, AgentStatus, PeAgent};
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
+pub use drbd::DrbdStorage;
 pub use hypervisor::{
     GateDecision, Hypervisor, HypervisorError, HypervisorEvent, MigrationProgress, QuiesceGate,
     ResumeImmediately,

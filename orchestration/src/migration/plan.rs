@@ -196,10 +196,26 @@ pub enum StoragePlan {
         #[serde(default)]
         synchronous_writes: bool,
     },
-    /// A DRBD resource replicated between the two sites.
+    /// A DRBD 9 resource replicated between the source host and the destination host,
+    /// commanded with `drbdadm` (driver: [`DrbdStorage`](crate::drivers::DrbdStorage)).
+    /// Example, with the orchestrator on the source host:
+    ///
+    /// ```toml
+    /// [storage]
+    /// kind = "drbd"
+    /// resource = "vm1-disk"
+    /// destination_command = ["ssh", "root@host-b"]
+    /// ```
     Drbd {
-        /// The resource name.
+        /// The resource name (as in `drbdadm status <resource>`).
         resource: String,
+        /// What `drbdadm` runs under to reach the source host, e.g. `["ssh",
+        /// "root@host-a"]`; left out, `drbdadm` runs where the orchestrator runs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        source_command: Vec<String>,
+        /// The same for the destination host.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        destination_command: Vec<String>,
     },
 }
 
@@ -461,6 +477,44 @@ fn non_empty(field: &str, value: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// `[storage] kind = "drbd"`: a resource name `drbdadm` accepts (and that passes
+/// through ssh's remote shell unquoted), and two command prefixes that reach two
+/// different hosts.
+fn drbd_valid(
+    resource: &str,
+    source_command: &[String],
+    destination_command: &[String],
+) -> Result<(), PlanError> {
+    non_empty("storage.resource", resource)?;
+    let well_formed = !resource.starts_with('-')
+        && resource
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+    if !well_formed {
+        return Err(invalid(
+            "storage.resource",
+            format!(
+                "{resource:?}: letters, digits, '-', '_', '.', '+' only, not starting with '-'"
+            ),
+        ));
+    }
+    for (field, command) in [
+        ("storage.source_command", source_command),
+        ("storage.destination_command", destination_command),
+    ] {
+        if command.iter().any(|a| a.trim().is_empty()) {
+            return Err(invalid(field, "has an empty argument"));
+        }
+    }
+    if source_command == destination_command {
+        return Err(invalid(
+            "storage.destination_command",
+            "reaches the same host as source_command: the destination's drbdadm must run on the destination host (set one or both, e.g. [\"ssh\", \"root@host-b\"])",
+        ));
+    }
+    Ok(())
+}
+
 fn http_url(field: &str, value: &str) -> Result<(), PlanError> {
     non_empty(field, value)?;
     let rest = value
@@ -559,7 +613,11 @@ impl MigrationPlan {
                     ));
                 }
             }
-            StoragePlan::Drbd { resource } => non_empty("storage.resource", resource)?,
+            StoragePlan::Drbd {
+                resource,
+                source_command,
+                destination_command,
+            } => drbd_valid(resource, source_command, destination_command)?,
         }
         let t = &self.timeouts;
         for (field, v) in [
@@ -752,6 +810,90 @@ mod storage_plan_tests {
         )
         .unwrap();
         assert_eq!(plan.validate(), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod drbd_plan_tests {
+    use super::*;
+
+    fn drbd(json: &str) -> StoragePlan {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn field(s: StoragePlan) -> String {
+        let mut plan = super::super::tests::plan(false, QuiesceStyle::Observe);
+        plan.storage = s;
+        match plan.validate() {
+            Err(PlanError::Invalid { field, .. }) => field,
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn drbd_commands_default_to_local_and_round_trip() {
+        // The shape before the command prefixes existed still reads.
+        let old = drbd(r#"{"kind": "drbd", "resource": "r0"}"#);
+        assert_eq!(
+            old,
+            StoragePlan::Drbd {
+                resource: "r0".into(),
+                source_command: vec![],
+                destination_command: vec![],
+            }
+        );
+        // Local defaults are left out when written back.
+        assert_eq!(
+            serde_json::to_value(&old).unwrap(),
+            serde_json::json!({"kind": "drbd", "resource": "r0"})
+        );
+        let s = drbd(
+            r#"{"kind": "drbd", "resource": "vm1-disk",
+                "destination_command": ["ssh", "-o", "BatchMode=yes", "root@host-b"]}"#,
+        );
+        assert_eq!(drbd(&serde_json::to_string(&s).unwrap()), s);
+        assert!(serde_json::from_str::<StoragePlan>(
+            r#"{"kind": "drbd", "resource": "r0", "dest_command": ["ssh", "b"]}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn drbd_validation_names_the_field() {
+        let ok = drbd(r#"{"kind": "drbd", "resource": "r0", "destination_command": ["ssh", "b"]}"#);
+        assert_eq!(field(ok), "Ok(())");
+        let both = drbd(
+            r#"{"kind": "drbd", "resource": "r0", "source_command": ["ssh", "a"],
+                "destination_command": ["ssh", "b"]}"#,
+        );
+        assert_eq!(field(both), "Ok(())");
+        // Both local: one host would be both ends.
+        assert_eq!(
+            field(drbd(r#"{"kind": "drbd", "resource": "r0"}"#)),
+            "storage.destination_command"
+        );
+        assert_eq!(
+            field(drbd(
+                r#"{"kind": "drbd", "resource": "r0", "source_command": ["ssh", "a"],
+                    "destination_command": ["ssh", "a"]}"#
+            )),
+            "storage.destination_command"
+        );
+        assert_eq!(
+            field(drbd(
+                r#"{"kind": "drbd", "resource": "r0", "source_command": ["ssh", ""],
+                    "destination_command": ["ssh", "b"]}"#
+            )),
+            "storage.source_command"
+        );
+        for bad in ["r0; reboot", "-r0", "r 0", "$(id)"] {
+            let s = StoragePlan::Drbd {
+                resource: bad.into(),
+                source_command: vec![],
+                destination_command: vec!["ssh".into(), "b".into()],
+            };
+            assert_eq!(field(s), "storage.resource", "{bad:?}");
+        }
     }
 }
 

@@ -1003,6 +1003,8 @@ fn plan_validation_names_the_field() {
     let mut p = ok.clone();
     p.storage = StoragePlan::Drbd {
         resource: String::new(),
+        source_command: vec![],
+        destination_command: vec![],
     };
     assert_eq!(field(p), "storage.resource");
     let mut p = ok.clone();

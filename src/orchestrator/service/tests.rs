@@ -85,15 +85,16 @@ async fn rest_surface() {
         (400, Some("hypervisor.topology")),
         "{b}"
     );
-    // A kind this build has no driver for: libvirt without the `libvirt` feature, and
-    // DRBD storage in any build. Refused before anything is journaled.
+    // A kind this build has no driver for (libvirt without the `libvirt` feature), or
+    // DRBD storage whose command cannot run here. Refused before anything is journaled.
     let mut lv = plan("m2");
     lv["hypervisor"] =
         json!({"kind": "libvirt", "source_uri": "qemu:///a", "destination_uri": "qemu:///b"});
-    lv["storage"] = json!({"kind": "drbd", "resource": "r0"});
+    lv["storage"] = json!({"kind": "drbd", "resource": "r0",
+        "source_command": ["/nonexistent/ssh", "a"], "destination_command": ["ssh", "b"]});
     let (s, b) = post(&c, &base, &lv).await;
     let refused = if cfg!(feature = "libvirt") {
-        "storage.kind"
+        "storage.source_command"
     } else {
         "hypervisor.kind"
     };
