@@ -53,6 +53,15 @@ pub(crate) enum DomainEventKind {
     MigrationIteration { iteration: i32 },
     /// VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, with the job's final statistics.
     JobCompleted(JobStats),
+    /// A QEMU monitor event relayed by libvirt (libvirt-qemu), with QEMU's own
+    /// timestamp of it: when the guest really stopped or resumed, however late the
+    /// event reached us.
+    QemuMonitor {
+        /// QEMU's event name (`STOP`, `RESUME`).
+        event: String,
+        /// QEMU's timestamp, µs since the Unix epoch.
+        at_us: u64,
+    },
 }
 
 struct EventTarget {
@@ -205,14 +214,90 @@ unsafe fn read_params(
 pub(crate) struct EventRegistration {
     conn: Connect,
     id: c_int,
+    /// Registered through libvirt-qemu's monitor-event API (its own deregister).
+    qemu_monitor: bool,
 }
 
 impl Drop for EventRegistration {
     fn drop(&mut self) {
-        // SAFETY: `id` came from a successful registration on this connection, which
-        // we keep open (our own reference); libvirt then calls the free callback.
-        unsafe { sys::virConnectDomainEventDeregisterAny(self.conn.as_ptr(), self.id) };
+        // SAFETY: `id` came from a successful registration of this kind on this
+        // connection, which we keep open (our own reference); libvirt then calls the
+        // free callback.
+        unsafe {
+            if self.qemu_monitor {
+                virConnectDomainQemuMonitorEventDeregister(self.conn.as_ptr(), self.id);
+            } else {
+                sys::virConnectDomainEventDeregisterAny(self.conn.as_ptr(), self.id);
+            }
+        }
     }
+}
+
+/// libvirt-qemu's monitor-event callback (`virConnectDomainQemuMonitorEventCallback`).
+type QemuMonitorEventCallback = Option<
+    unsafe extern "C" fn(
+        sys::virConnectPtr,
+        sys::virDomainPtr,
+        *const c_char,
+        std::ffi::c_longlong,
+        c_uint,
+        *const c_char,
+        *mut c_void,
+    ),
+>;
+
+// libvirt-qemu.h: not in the `virt-sys` bindings.
+#[link(name = "virt-qemu")]
+extern "C" {
+    fn virConnectDomainQemuMonitorEventRegister(
+        conn: sys::virConnectPtr,
+        dom: sys::virDomainPtr,
+        event: *const c_char,
+        cb: QemuMonitorEventCallback,
+        opaque: *mut c_void,
+        freecb: sys::virFreeCallback,
+        flags: c_uint,
+    ) -> c_int;
+    fn virConnectDomainQemuMonitorEventDeregister(
+        conn: sys::virConnectPtr,
+        callback_id: c_int,
+    ) -> c_int;
+}
+
+/// Registers for QEMU monitor event `event` (e.g. `STOP`) of any domain on `conn`,
+/// sent to `tx` tagged with `side`, with QEMU's timestamp. Needs [`ensure_event_loop`].
+pub(crate) fn register_qemu_monitor(
+    conn: &Connect,
+    event: &std::ffi::CStr,
+    side: Side,
+    tx: Sender<DomainEvent>,
+) -> Result<EventRegistration, String> {
+    let opaque = Box::into_raw(Box::new(EventTarget { side, tx })) as *mut c_void;
+    // SAFETY: `conn` is live; dom NULL means every domain; `event` is NUL-terminated
+    // and libvirt copies it; `opaque` is a leaked Box that only `free_target`
+    // reclaims, which libvirt calls once when the callback goes.
+    let id = unsafe {
+        virConnectDomainQemuMonitorEventRegister(
+            conn.as_ptr(),
+            std::ptr::null_mut(),
+            event.as_ptr(),
+            Some(on_qemu_monitor),
+            opaque,
+            Some(free_target),
+            0,
+        )
+    };
+    if id < 0 {
+        let e = last_error();
+        // SAFETY: registration failed, so libvirt did not take `opaque`: reclaim it.
+        drop(unsafe { Box::from_raw(opaque as *mut EventTarget) });
+        return Err(e);
+    }
+    Ok(EventRegistration {
+        conn: conn.clone(),
+        id,
+        qemu_monitor: true,
+    })
 }
 
 /// Which event to register for.
@@ -299,6 +384,7 @@ pub(crate) fn register(
     Ok(EventRegistration {
         conn: conn.clone(),
         id,
+        qemu_monitor: false,
     })
 }
 
@@ -370,4 +456,25 @@ unsafe extern "C" fn on_job_completed(
     let stats = unsafe { read_params(sys::VIR_DOMAIN_JOB_COMPLETED as c_int, params, nparams) };
     // SAFETY: as in `on_lifecycle`.
     unsafe { send(dom, opaque, DomainEventKind::JobCompleted(stats)) };
+}
+
+unsafe extern "C" fn on_qemu_monitor(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    event: *const c_char,
+    seconds: std::ffi::c_longlong,
+    micros: c_uint,
+    _details: *const c_char,
+    opaque: *mut c_void,
+) {
+    if event.is_null() {
+        return;
+    }
+    // SAFETY: libvirt passes a NUL-terminated event name valid for the callback.
+    let event = unsafe { CStr::from_ptr(event) }
+        .to_string_lossy()
+        .into_owned();
+    let at_us = u64::try_from(seconds).unwrap_or(0) * 1_000_000 + u64::from(micros);
+    // SAFETY: as in `on_lifecycle`.
+    unsafe { send(dom, opaque, DomainEventKind::QemuMonitor { event, at_us }) };
 }

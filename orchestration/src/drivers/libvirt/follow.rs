@@ -10,7 +10,7 @@ use crate::drivers::{HypervisorEvent, MigrationProgress};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Observation {
     /// Job statistics polled at the source.
-    Stats(JobStats),
+    Stats(Box<JobStats>),
     /// Source lifecycle SUSPENDED/MIGRATED: stop-and-copy began.
     SourceSuspended,
     /// Destination lifecycle RESUMED/MIGRATED: the VM runs there.
@@ -185,11 +185,11 @@ mod tests {
         let ev = feed(
             &mut f,
             [
-                Observation::Stats(stats(10)),
-                Observation::Stats(stats(10)),
-                Observation::Stats(stats(60)),
+                Observation::Stats(Box::new(stats(10))),
+                Observation::Stats(Box::new(stats(10))),
+                Observation::Stats(Box::new(stats(60))),
                 Observation::SourceSuspended,
-                Observation::Stats(stats(99)),
+                Observation::Stats(Box::new(stats(99))),
                 Observation::DestinationResumed,
                 Observation::Finished(Finish::Ok),
             ],
@@ -255,10 +255,10 @@ mod tests {
         let ev = feed(
             &mut f,
             [
-                Observation::Stats(stats(50)),
+                Observation::Stats(Box::new(stats(50))),
                 Observation::Finished(Finish::Ended),
                 Observation::DestinationState { running: true },
-                Observation::Stats(stats(70)),
+                Observation::Stats(Box::new(stats(70))),
             ],
         );
         assert_eq!(ev.len(), 4);

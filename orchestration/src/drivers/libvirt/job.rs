@@ -12,7 +12,7 @@ pub(crate) const OPERATION_MIGRATION_OUT: u64 = 5;
 
 /// The statistics of one job, as far as the driver uses them. Fields libvirt did not
 /// report stay `None`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JobStats {
     /// virDomainJobType: 0 none, 1 bounded, 2 unbounded, 3 completed, 4 failed,
     /// 5 cancelled.
@@ -29,6 +29,8 @@ pub struct JobStats {
     pub data_processed: Option<u64>,
     /// Bytes still to transfer.
     pub data_remaining: Option<u64>,
+    /// Guest memory to transfer, bytes.
+    pub memory_total: Option<u64>,
     /// Memory bytes transferred.
     pub memory_processed: Option<u64>,
     /// Memory bytes still to transfer.
@@ -37,6 +39,8 @@ pub struct JobStats {
     pub memory_dirty_rate: Option<u64>,
     /// Pre-copy iteration.
     pub memory_iteration: Option<u64>,
+    /// Disk bytes to transfer (copied disks).
+    pub disk_total: Option<u64>,
     /// Disk bytes transferred.
     pub disk_processed: Option<u64>,
     /// Disk bytes still to transfer.
@@ -54,10 +58,12 @@ impl JobStats {
             "data_total" => &mut self.data_total,
             "data_processed" => &mut self.data_processed,
             "data_remaining" => &mut self.data_remaining,
+            "memory_total" => &mut self.memory_total,
             "memory_processed" => &mut self.memory_processed,
             "memory_remaining" => &mut self.memory_remaining,
             "memory_dirty_rate" => &mut self.memory_dirty_rate,
             "memory_iteration" => &mut self.memory_iteration,
+            "disk_total" => &mut self.disk_total,
             "disk_processed" => &mut self.disk_processed,
             "disk_remaining" => &mut self.disk_remaining,
             _ => return,

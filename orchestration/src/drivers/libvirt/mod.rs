@@ -21,6 +21,35 @@ use std::time::Duration;
 
 pub use job::JobStats;
 
+/// When the phases of a libvirt migration began, wall clock (epoch ms), as the driver
+/// saw them: with copied disks libvirt first mirrors the disks (the storage copy), then
+/// streams memory while the mirror keeps the copies in step. The pause itself is the
+/// orchestrator's (suspend and resume events).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MigrationTimeline {
+    /// The migrate call was issued (or an earlier one's job attached to).
+    pub started_ms: Option<u64>,
+    /// The first statistics showing memory moving: the disk copy is done (libvirt
+    /// starts memory only once every disk mirror is in step). Resolution: the poll
+    /// interval, or a pre-copy iteration event.
+    pub memory_started_ms: Option<u64>,
+    /// QEMU's timestamp of the guest's stop at the source (its `STOP` event), µs since
+    /// the epoch: the real start of the pause. libvirt's lifecycle event for it comes
+    /// late, because QEMU's monitor waits for the stop-and-copy to release its main
+    /// loop.
+    pub guest_stopped_us: Option<u64>,
+    /// QEMU's timestamp of the guest's resume at the destination (`RESUME`).
+    pub guest_resumed_us: Option<u64>,
+}
+
+/// The wall clock in epoch ms.
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 use super::{EventSink, Hypervisor, HypervisorError, HypervisorEvent, QuiesceGate};
 use crate::migration::{CopyStorage, HypervisorPlan, MigrationPlan, StoragePlan};
 
@@ -97,7 +126,7 @@ impl LibvirtConfig {
                 }
             ),
             tls: *tls,
-            poll_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(200),
         })
     }
 }
@@ -108,6 +137,7 @@ pub struct LibvirtHypervisor {
     config: Arc<LibvirtConfig>,
     cancel: Arc<AtomicBool>,
     completed: Arc<Mutex<Option<JobStats>>>,
+    timeline: Arc<Mutex<MigrationTimeline>>,
 }
 
 impl LibvirtHypervisor {
@@ -117,6 +147,7 @@ impl LibvirtHypervisor {
             config: Arc::new(config),
             cancel: Arc::new(AtomicBool::new(false)),
             completed: Arc::new(Mutex::new(None)),
+            timeline: Arc::new(Mutex::new(MigrationTimeline::default())),
         }
     }
 
@@ -132,6 +163,11 @@ impl LibvirtHypervisor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// When the migration's phases began, as far as `migrate` has seen them.
+    pub fn timeline(&self) -> MigrationTimeline {
+        *self.timeline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn vm(&self) -> String {
@@ -190,13 +226,15 @@ impl Hypervisor for LibvirtHypervisor {
         drop(gate);
         let abandoned = Arc::new(AtomicBool::new(false));
         let guard = Abandon(abandoned.clone());
-        let (config, cancel, completed) = (
+        let (config, cancel, completed, timeline) = (
             self.config.clone(),
             self.cancel.clone(),
             self.completed.clone(),
+            self.timeline.clone(),
         );
         let call = blocking(self.vm(), move || {
-            let stats = session::migrate(&config, &cancel, &abandoned, &|e| events.emit(e))?;
+            let stats =
+                session::migrate(&config, &cancel, &abandoned, &timeline, &|e| events.emit(e))?;
             if let Some(s) = stats {
                 *completed.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
             }

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
@@ -12,7 +13,7 @@ use virt::sys;
 use super::ffi::{self, DomainEvent, DomainEventKind, EventId, Side};
 use super::follow::{Finish, Follower, Observation, Outcome, Step};
 use super::job::JobStats;
-use super::LibvirtConfig;
+use super::{epoch_ms, LibvirtConfig, MigrationTimeline};
 use crate::drivers::{HypervisorError, HypervisorEvent};
 use crate::migration::CopyStorage;
 
@@ -111,24 +112,43 @@ fn apply_settings(cfg: &LibvirtConfig, dom: &Domain) -> Result<(), String> {
     Ok(())
 }
 
-/// Maps a libvirt domain event to the follower's observation, if it concerns us.
+/// Maps a libvirt domain event to the follower's observation, if it concerns us;
+/// QEMU's own stop and resume times go into the timeline.
 fn observe(
     cfg: &LibvirtConfig,
     ev: DomainEvent,
     completed: &mut Option<JobStats>,
+    timeline: &Mutex<MigrationTimeline>,
+    attached: bool,
 ) -> Option<Observation> {
     if ev.domain != cfg.domain {
         return None;
     }
     match (ev.side, ev.kind) {
+        (side, DomainEventKind::QemuMonitor { event, at_us }) => {
+            let mut t = timeline.lock().unwrap_or_else(|e| e.into_inner());
+            match (side, event.as_str()) {
+                // The last stop at the source (a failed attempt's would be earlier).
+                (Side::Source, "STOP") => t.guest_stopped_us = Some(at_us),
+                (Side::Destination, "RESUME") => {
+                    t.guest_resumed_us.get_or_insert(at_us);
+                }
+                _ => {}
+            }
+            None
+        }
         (Side::Source, DomainEventKind::Lifecycle { event, detail })
             if event as u32 == sys::VIR_DOMAIN_EVENT_SUSPENDED
                 && detail as u32 == sys::VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED =>
         {
             Some(Observation::SourceSuspended)
         }
+        // The source stopped after its migration. When our own migrate call runs,
+        // its return is what tells the outcome: libvirt's confirm phase may still be
+        // settling both sides (seen: the destination not yet reported running).
         (Side::Source, DomainEventKind::Lifecycle { event, detail })
-            if event as u32 == sys::VIR_DOMAIN_EVENT_STOPPED
+            if attached
+                && event as u32 == sys::VIR_DOMAIN_EVENT_STOPPED
                 && detail as u32 == sys::VIR_DOMAIN_EVENT_STOPPED_MIGRATED =>
         {
             Some(Observation::Finished(Finish::Ended))
@@ -153,6 +173,7 @@ pub(crate) fn migrate(
     cfg: &LibvirtConfig,
     cancel: &AtomicBool,
     abandoned: &AtomicBool,
+    timeline: &Mutex<MigrationTimeline>,
     emit: &dyn Fn(HypervisorEvent),
 ) -> Result<Option<JobStats>, HypervisorError> {
     ffi::ensure_event_loop().map_err(|e| job_err(cfg, "libvirt event loop", e))?;
@@ -163,7 +184,9 @@ pub(crate) fn migrate(
         ffi::register(&src, EventId::Lifecycle, Side::Source, tx.clone()),
         ffi::register(&src, EventId::JobCompleted, Side::Source, tx.clone()),
         ffi::register(&src, EventId::MigrationIteration, Side::Source, tx.clone()),
-        ffi::register(&dst, EventId::Lifecycle, Side::Destination, tx),
+        ffi::register(&dst, EventId::Lifecycle, Side::Destination, tx.clone()),
+        ffi::register_qemu_monitor(&src, c"STOP", Side::Source, tx.clone()),
+        ffi::register_qemu_monitor(&dst, c"RESUME", Side::Destination, tx),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()
@@ -193,6 +216,10 @@ pub(crate) fn migrate(
     let current = ffi::job_stats(&dom, false).map_err(|e| job_err(cfg, "job stats", e))?;
     let (call_tx, call_rx) = mpsc::channel();
     let attached = current.migrating_out();
+    timeline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .started_ms = Some(epoch_ms());
     let settings_applied = if attached {
         // An earlier orchestrator started it: follow it, with this plan's limits.
         apply_settings(cfg, &dom).is_ok()
@@ -232,6 +259,7 @@ pub(crate) fn migrate(
         settings_applied,
         cancel,
         abandoned,
+        timeline,
         emit,
     )
 }
@@ -248,6 +276,7 @@ fn follow(
     mut settings_applied: bool,
     cancel: &AtomicBool,
     abandoned: &AtomicBool,
+    timeline: &Mutex<MigrationTimeline>,
     emit: &dyn Fn(HypervisorEvent),
 ) -> Result<Option<JobStats>, HypervisorError> {
     let mut follower = Follower::default();
@@ -275,7 +304,7 @@ fn follow(
                     let deadline = Instant::now() + Duration::from_secs(2);
                     while completed.is_none() && Instant::now() < deadline {
                         if let Ok(ev) = events.recv_timeout(Duration::from_millis(100)) {
-                            observe(cfg, ev, &mut completed);
+                            observe(cfg, ev, &mut completed, timeline, attached);
                         }
                     }
                 }
@@ -295,7 +324,7 @@ fn follow(
             Step::CheckDestination => {
                 // Let the destination's events in flight land first.
                 while let Ok(ev) = events.recv_timeout(Duration::from_millis(200)) {
-                    if let Some(o) = observe(cfg, ev, &mut completed) {
+                    if let Some(o) = observe(cfg, ev, &mut completed, timeline, attached) {
                         feed(&mut follower, o);
                     }
                 }
@@ -331,7 +360,7 @@ fn follow(
                     // A new pre-copy pass: report its statistics now.
                     next_poll = Instant::now();
                 }
-                if let Some(o) = observe(cfg, ev, &mut completed) {
+                if let Some(o) = observe(cfg, ev, &mut completed, timeline, attached) {
                     feed(&mut follower, o);
                 }
             }
@@ -346,7 +375,11 @@ fn follow(
                             settings_applied = apply_settings(cfg, dom).is_ok();
                             next_settings = Instant::now() + Duration::from_secs(1);
                         }
-                        feed(&mut follower, Observation::Stats(s));
+                        if s.memory_processed.is_some_and(|m| m > 0) {
+                            let mut t = timeline.lock().unwrap_or_else(|e| e.into_inner());
+                            t.memory_started_ms.get_or_insert_with(epoch_ms);
+                        }
+                        feed(&mut follower, Observation::Stats(Box::new(s)));
                     }
                     // The job we attached to is over: the destination tells how.
                     Ok(_) if attached => feed(&mut follower, Observation::Finished(Finish::Ended)),
