@@ -13,6 +13,17 @@ use migroute_orchestration::drivers::libvirt::LibvirtHypervisor;
 
 use super::lab_hypervisor::{LabHypervisor, PauseWindow};
 
+/// The libvirt part of `migrate`'s report, as JSON (the driver's types exist only in
+/// builds with the `libvirt` feature).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LibvirtReport {
+    /// libvirt's statistics of the completed job (`JobStats`), if it reported them.
+    pub job: Option<serde_json::Value>,
+    /// When the migrate call started and when memory began to move
+    /// (`MigrationTimeline`).
+    pub timeline: serde_json::Value,
+}
+
 /// The plan's `[hypervisor]`.
 pub enum PlanHypervisor {
     /// `kind = "lab"`.
@@ -23,13 +34,29 @@ pub enum PlanHypervisor {
 }
 
 impl PlanHypervisor {
-    /// The pause window the lab hypervisor measured, for the report; libvirt reports
-    /// its own downtime through its job statistics instead.
+    /// The pause window the lab hypervisor measured, for the report; libvirt's is the
+    /// orchestrator's suspend and resume marks (its events), and its own downtime is
+    /// in [`libvirt_report`](Self::libvirt_report).
     pub fn pause_window(&self) -> Option<PauseWindow> {
         match self {
             PlanHypervisor::Lab(h) => h.pause_window(),
             #[cfg(feature = "libvirt")]
             PlanHypervisor::Libvirt(_) => None,
+        }
+    }
+
+    /// What libvirt said of the finished job (bytes copied, its downtime) and when the
+    /// disk copy gave way to memory: `None` for other hypervisors.
+    pub fn libvirt_report(&self) -> Option<LibvirtReport> {
+        match self {
+            PlanHypervisor::Lab(_) => None,
+            #[cfg(feature = "libvirt")]
+            PlanHypervisor::Libvirt(h) => Some(LibvirtReport {
+                job: h
+                    .completed_stats()
+                    .map(|s| serde_json::to_value(s).unwrap_or_default()),
+                timeline: serde_json::to_value(h.timeline()).unwrap_or_default(),
+            }),
         }
     }
 }
