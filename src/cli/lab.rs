@@ -65,7 +65,9 @@ pub enum LabCommand {
     Run {
         /// The containerlab topology file (`labs/wan-migration.clab.yml`).
         file: PathBuf,
-        /// `planned-migration`: migroute moves then naive moves; `naive`: the baseline.
+        /// `planned-migration`: migroute moves then naive moves; `naive`: the baseline;
+        /// `planned-migration-kvm` (on `wan-migration-kvm.clab.yml`, a build with
+        /// `--features libvirt`): a real guest moved by libvirt with its disk.
         #[arg(long, value_enum)]
         scenario: ScenarioArg,
         /// Measured moves per mode.
@@ -103,6 +105,7 @@ pub enum LabCommand {
 pub enum ScenarioArg {
     PlannedMigration,
     Naive,
+    PlannedMigrationKvm,
 }
 
 fn load(file: &PathBuf) -> anyhow::Result<Lab> {
@@ -144,6 +147,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             let kind = match scenario {
                 ScenarioArg::PlannedMigration => ScenarioKind::PlannedMigration,
                 ScenarioArg::Naive => ScenarioKind::Naive,
+                ScenarioArg::PlannedMigrationKvm => ScenarioKind::PlannedMigrationKvm,
             };
             let mut opts = ScenarioOptions::new(kind, runs);
             opts.ipv6 = ipv6;
@@ -153,6 +157,13 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
                 // A migroute move (prepare, pre-copy, pause, announce, convergence hold,
                 // teardown) lasts ~2 s: the probe must outlast it in every run.
                 opts.probe_duration = Duration::from_secs(6);
+            }
+            if matches!(kind, ScenarioKind::PlannedMigrationKvm) {
+                // libvirt copies the disk and memory before the pause: seconds, longer
+                // on an emulated guest. Over IPv4 only (the guest has no IPv6).
+                anyhow::ensure!(!ipv6, "--ipv6: the KVM lab's guest has IPv4 only");
+                opts.probe_duration = Duration::from_secs(30);
+                opts.settle = Duration::from_secs(1);
             }
             run_scenario(load(&file)?, opts, &report, svg.as_deref())
         }
@@ -278,6 +289,28 @@ fn print_run(r: &RunRecord) {
             .map_or("-".to_string(), |v| format!("{v:.0} ms")),
         if r.tcp_survived { "survived" } else { "broke" },
     );
+    if let Some(h) = &r.hypervisor {
+        let phase = |n: &str| {
+            r.phases
+                .iter()
+                .find(|p| p.name == n)
+                .map_or("-".to_string(), |p| format!("{:.0} ms", p.duration_ms))
+        };
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let mib =
+            |v: Option<u64>| v.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / 1048576.0));
+        println!(
+            "       libvirt: downtime {} ms, job {} ms, memory {} MiB, disk {} MiB; disk copy {}, memory copy {}; guest records {} → {}",
+            opt(h.downtime_ms),
+            opt(h.migration_ms),
+            mib(h.memory_bytes),
+            mib(h.disk_bytes),
+            phase("disk-copy"),
+            phase("memory-copy"),
+            h.guest_acked_before.map_or("-".to_string(), |v| v.to_string()),
+            h.guest_acked_after.map_or("-".to_string(), |v| v.to_string()),
+        );
+    }
 }
 
 /// Runs the scenario on a worker thread while this one waits for ctrl-c/SIGTERM: on a
@@ -289,9 +322,31 @@ fn run_scenario(
     report_path: &std::path::Path,
     svg_path: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let scenario = Scenario::new(lab.clone(), Site::wan_migration(), opts).with_migroute(Box::new(
-        |site, opts| Box::new(MigrouteMover::new(site.clone(), opts.ipv6)),
-    ));
+    let kvm = matches!(opts.kind, ScenarioKind::PlannedMigrationKvm);
+    let site = if kvm {
+        Site::wan_migration_kvm()
+    } else {
+        Site::wan_migration()
+    };
+    let scenario = Scenario::new(lab.clone(), site, opts);
+    #[cfg(feature = "libvirt")]
+    let scenario = scenario.with_migroute(Box::new(move |site, opts| {
+        Box::new(if kvm {
+            MigrouteMover::new_kvm(site.clone())
+        } else {
+            MigrouteMover::new(site.clone(), opts.ipv6)
+        })
+    }));
+    #[cfg(not(feature = "libvirt"))]
+    let scenario = if kvm {
+        anyhow::bail!(
+            "--scenario planned-migration-kvm needs a migroute built with `--features libvirt`"
+        )
+    } else {
+        scenario.with_migroute(Box::new(|site, opts| {
+            Box::new(MigrouteMover::new(site.clone(), opts.ipv6))
+        }))
+    };
     // Refuses an unavailable mode before anything is brought up.
     let mut movers = scenario.movers()?;
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -330,6 +385,17 @@ fn run_scenario(
         svg::write(&report, p)?;
     }
     print!("{}", report.table());
+    if let Some(d) = &report.disk {
+        println!(
+            "guest disk: {} of {} acknowledged records found (missing: {:?}); left behind {} final {} ({})",
+            d.records_checked - d.missing.len() as u64,
+            d.records_checked,
+            d.missing,
+            &d.left_behind_sha256[..d.left_behind_sha256.len().min(16)],
+            &d.final_sha256[..d.final_sha256.len().min(16)],
+            if d.identical { "identical" } else { "DIFFERENT" }
+        );
+    }
     println!(
         "report: {}{}",
         report_path.display(),

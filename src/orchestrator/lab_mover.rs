@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use migroute_labs::scenario::fib_watch::{Change, FibWatch, Prefix};
 use migroute_labs::scenario::{
-    Direction, Mode, MoveRecord, Mover, Phase, ScenarioError, Site, Window,
+    Direction, DiskReport, HypervisorRecord, Mode, MoveRecord, Mover, Phase, ScenarioError, Site,
+    Window,
 };
 use migroute_labs::Lab;
 use serde_json::Value;
@@ -46,6 +47,9 @@ const API_PORT: u16 = 8179;
 /// One `migrate` may take: prepare + pre-copy + pause + announce + convergence hold +
 /// teardown, with margin for a loaded machine.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The same for a real guest, whose memory and disk cross the migration link first
+/// (an emulated guest on a loaded 2-core machine is slow to copy).
+const KVM_MIGRATE_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long the kernel may take to show what a finished migration promised.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -124,6 +128,15 @@ pub struct MigrouteMover {
     precopy_ms: u64,
     /// `--ipv6`: move the VM's /128 too, over IPv6 sessions, and measure its FIB.
     ipv6: bool,
+    /// The VM is a real guest moved by libvirt (`wan-migration-kvm`).
+    kvm: bool,
+    /// The guest and its libvirtds, from `prepare` to `finish`.
+    #[cfg(feature = "libvirt")]
+    guest: Option<super::kvm_guest::KvmGuest>,
+    /// The pause asked for by the last move (libvirt's downtime budget).
+    last_pause: Duration,
+    /// The guest's disk, checked in `finish`.
+    disk: Option<DiskReport>,
 }
 
 impl MigrouteMover {
@@ -159,7 +172,55 @@ impl MigrouteMover {
             // Short: the scenario measures the switchover, not a simulated pre-copy.
             precopy_ms: 100,
             ipv6,
+            kvm: false,
+            #[cfg(feature = "libvirt")]
+            guest: None,
+            last_pause: Duration::from_millis(100),
+            disk: None,
         }
+    }
+
+    /// The mover of the KVM scenario (`wan-migration-kvm`): a real guest that libvirt
+    /// moves with its disk while the orchestrator moves the network (IPv4).
+    #[cfg(feature = "libvirt")]
+    pub fn new_kvm(site: Site) -> Self {
+        let mut m = MigrouteMover::new(site, false);
+        m.kvm = true;
+        m
+    }
+
+    fn migrate_timeout(&self) -> Duration {
+        if self.kvm {
+            KVM_MIGRATE_TIMEOUT
+        } else {
+            MIGRATE_TIMEOUT
+        }
+    }
+
+    /// The plan's `[hypervisor]` and `[storage]`: the lab's link move, or libvirt with
+    /// the guest's disk.
+    fn hypervisor_sections(&self, lab: &Lab, direction: Direction, pause: Duration) -> String {
+        #[cfg(feature = "libvirt")]
+        if let Some(g) = &self.guest {
+            return g.plan_sections(direction, pause);
+        }
+        let (_, to) = self.site.bridges(direction);
+        let topology =
+            std::fs::canonicalize(&lab.topology.path).unwrap_or_else(|_| lab.topology.path.clone());
+        format!(
+            r#"[hypervisor]
+kind = "lab"
+topology = "{topology}"
+node = "{vm}"
+to = "{to}"
+pause_ms = {pause_ms}
+[storage]
+kind = "none"
+"#,
+            topology = topology.display(),
+            vm = self.site.vm,
+            pause_ms = pause.as_millis(),
+        )
     }
 
     /// The VM's host routes this mover moves: the /32, and the /128 with `ipv6`.
@@ -342,9 +403,7 @@ local_address = "{uplink6}"
             Direction::AToB => (&self.pe_a, &self.pe_b),
             Direction::BToA => (&self.pe_b, &self.pe_a),
         };
-        let (_, to) = self.site.bridges(direction);
-        let topology =
-            std::fs::canonicalize(&lab.topology.path).unwrap_or_else(|_| lab.topology.path.clone());
+        let slow = if self.kvm { 4 } else { 1 };
         format!(
             r#"id = "{id}"
 [vm]
@@ -359,15 +418,7 @@ tunnel_endpoint = "{dst_tunnel}"
 [tunnel]
 kind = "vxlan"
 vni = {vni}
-[hypervisor]
-kind = "lab"
-topology = "{topology}"
-node = "{vm}"
-to = "{to}"
-pause_ms = {pause_ms}
-[storage]
-kind = "none"
-[policy.route]
+{sections}[policy.route]
 preference = "host-route"
 communities = ["{COMMUNITY}"]
 [policy.convergence]
@@ -376,7 +427,7 @@ min_hold_ms = 500
 converge_timeout_ms = 30000
 [timeouts]
 prepare_ms = 15000
-migrate_ms = 30000
+migrate_ms = {migrate_ms}
 switchover_ms = 2000
 resume_ms = 10000
 announce_ms = 15000
@@ -396,8 +447,8 @@ rollback_step_ms = 15000
             dst_url = dst.url(),
             dst_tunnel = dst.tunnel,
             vni = 6000 + self.moves,
-            topology = topology.display(),
-            pause_ms = pause.as_millis(),
+            sections = self.hypervisor_sections(lab, direction, pause),
+            migrate_ms = 30000 * slow,
         )
     }
 
@@ -426,7 +477,8 @@ rollback_step_ms = 15000
         let mut se = child.stderr.take().expect("piped");
         let out_t = std::thread::spawn(move || read_all(&mut so));
         let err_t = std::thread::spawn(move || read_all(&mut se));
-        let deadline = Instant::now() + MIGRATE_TIMEOUT;
+        let timeout = self.migrate_timeout();
+        let deadline = Instant::now() + timeout;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break Some(st),
@@ -456,7 +508,7 @@ rollback_step_ms = 15000
         };
         let Some(status) = status else {
             return Err(fail(format!(
-                "migration {id} did not end within {MIGRATE_TIMEOUT:?}\n{}",
+                "migration {id} did not end within {timeout:?}\n{}",
                 context()
             )));
         };
@@ -624,6 +676,72 @@ rollback_step_ms = 15000
         }
     }
 
+    /// Boots the KVM scenario's guest at site A.
+    #[cfg(feature = "libvirt")]
+    fn start_guest(&mut self, lab: &Lab) -> Result<(), ScenarioError> {
+        self.guest = None;
+        let dir = self.dir.join("kvm");
+        std::fs::create_dir_all(&dir).map_err(|source| ScenarioError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        self.guest = Some(super::kvm_guest::KvmGuest::start(lab, &self.site, &dir)?);
+        Ok(())
+    }
+
+    #[cfg(not(feature = "libvirt"))]
+    fn start_guest(&mut self, _: &Lab) -> Result<(), ScenarioError> {
+        Err(ScenarioError::ModeUnavailable {
+            mode: Mode::Migroute,
+            why: "a real guest needs a migroute built with `--features libvirt`".into(),
+        })
+    }
+
+    /// The guest's last acknowledged disk record, if it answers.
+    fn guest_acked(&self, lab: &Lab) -> Option<u64> {
+        #[cfg(feature = "libvirt")]
+        if let Some(g) = &self.guest {
+            return g.status(lab).ok().and_then(|s| s.acked);
+        }
+        let _ = lab;
+        None
+    }
+
+    fn guest_moved(&mut self, direction: Direction) {
+        #[cfg(feature = "libvirt")]
+        if let Some(g) = &mut self.guest {
+            g.moved(direction);
+        }
+        let _ = direction;
+    }
+
+    /// The end of the KVM scenario: the guest stops writing, one more (unmeasured)
+    /// move takes it across idle, and both disks are checked (see `kvm_guest`).
+    #[cfg(feature = "libvirt")]
+    fn check_guest_disk(&mut self, lab: &Lab) -> Result<(), ScenarioError> {
+        let Some(guest) = &self.guest else {
+            return Ok(());
+        };
+        let last = guest.stop_writes(lab)?;
+        let back = if guest.at_b() {
+            Direction::BToA
+        } else {
+            Direction::AToB
+        };
+        let pause = self.last_pause;
+        self.run_move(lab, back, pause)?;
+        let guest = self.guest.as_mut().expect("checked above");
+        self.disk = Some(guest.disk_report(lab, &last)?);
+        guest.stop();
+        self.guest = None;
+        Ok(())
+    }
+
+    #[cfg(not(feature = "libvirt"))]
+    fn check_guest_disk(&mut self, _: &Lab) -> Result<(), ScenarioError> {
+        Ok(())
+    }
+
     fn stop_agents(&mut self) {
         for a in &mut self.agents {
             a.stop();
@@ -639,7 +757,7 @@ impl Mover for MigrouteMover {
 
     fn prepare(&mut self, lab: &Lab) -> Result<(), ScenarioError> {
         let s = self.site.clone();
-        if s.vm_at_b(lab) {
+        if !self.kvm && s.vm_at_b(lab) {
             lab.move_link_end(&s.dc_b, &s.port, &s.dc_a)?;
         }
         self.stop_agents();
@@ -658,7 +776,11 @@ impl Mover for MigrouteMover {
         self.agents.push(self.start_agent(lab, &b)?);
         // pe-in's sessions to the agents are among the lab's FRR sessions now.
         lab.wait_all_established(Duration::from_secs(30))?;
-        self.check_converged(lab, None)
+        self.check_converged(lab, None)?;
+        if self.kvm {
+            self.start_guest(lab)?;
+        }
+        Ok(())
     }
 
     fn run_move(
@@ -668,6 +790,7 @@ impl Mover for MigrouteMover {
         pause: Duration,
     ) -> Result<MoveRecord, ScenarioError> {
         self.moves += 1;
+        self.last_pause = pause;
         let id = format!("scenario-{}-{}", std::process::id(), self.moves);
         let plan_path = self.dir.join(format!("{id}.toml"));
         write(&plan_path, &self.plan(lab, direction, pause, &id))?;
@@ -675,13 +798,9 @@ impl Mover for MigrouteMover {
         // thread: the event's arrival time is the measurement.
         let watch = FibWatch::open(lab, &self.site.ingress)?;
         let host = self.measured();
-        let watcher = std::thread::spawn(move || {
-            watch.wait(
-                host,
-                Change::Added,
-                MIGRATE_TIMEOUT + Duration::from_secs(5),
-            )
-        });
+        let wait = self.migrate_timeout() + Duration::from_secs(5);
+        let watcher = std::thread::spawn(move || watch.wait(host, Change::Added, wait));
+        let acked_before = self.guest_acked(lab);
         let report = self.migrate(lab, &plan_path, &id);
         // The FIB changed during `migrate` (announcing precedes its end); a failed
         // migration may never change it, so only then is the watcher abandoned.
@@ -690,10 +809,24 @@ impl Mover for MigrouteMover {
             .join()
             .map_err(|_| fail("the FIB watch thread panicked".into()))?;
         self.check_converged(lab, Some(direction))?;
-        record(&report, t_fib.ok())
+        let mut rec = record(&report, t_fib.ok())?;
+        if self.kvm {
+            self.guest_moved(direction);
+            let h = rec.hypervisor.get_or_insert_with(HypervisorRecord::default);
+            h.guest_acked_before = acked_before;
+            h.guest_acked_after = self.guest_acked(lab);
+        }
+        Ok(rec)
+    }
+
+    fn disk_report(&self) -> Option<DiskReport> {
+        self.disk.clone()
     }
 
     fn finish(&mut self, lab: &Lab) -> Result<(), ScenarioError> {
+        if self.kvm {
+            self.check_guest_disk(lab)?;
+        }
         self.stop_agents();
         self.flush_routes(lab)?;
         self.remove_rules(lab)?;
@@ -769,6 +902,36 @@ fn record(report: &Value, t_fib: Option<u64>) -> Result<MoveRecord, ScenarioErro
             },
         });
     }
+    let libvirt = &report["libvirt"];
+    let hypervisor = (!libvirt.is_null()).then(|| {
+        let job = &libvirt["job"];
+        let t = &libvirt["timeline"];
+        // libvirt copies the disks first, then memory: the storage phases.
+        if let (Some(s), Some(m)) = (ms(&t["started_ms"]), ms(&t["memory_started_ms"])) {
+            phases.push(Phase {
+                name: "disk-copy".into(),
+                window: Window {
+                    start_unix_ns: s,
+                    end_unix_ns: m,
+                },
+            });
+            phases.push(Phase {
+                name: "memory-copy".into(),
+                window: Window {
+                    start_unix_ns: m,
+                    end_unix_ns: start.max(m),
+                },
+            });
+        }
+        HypervisorRecord {
+            downtime_ms: job["downtime_ms"].as_f64(),
+            migration_ms: job["time_elapsed_ms"].as_f64(),
+            memory_bytes: job["memory_processed"].as_u64(),
+            disk_bytes: job["disk_processed"].as_u64(),
+            guest_acked_before: None,
+            guest_acked_after: None,
+        }
+    });
     phases.sort_by_key(|p| p.window.start_unix_ns);
     // The announcing phase is entered (epoch ms) just before the destination is told
     // to announce: the FIB event after it is the announcement's arrival.
@@ -780,6 +943,7 @@ fn record(report: &Value, t_fib: Option<u64>) -> Result<MoveRecord, ScenarioErro
         pause,
         phases,
         announce_to_ingress_fib_ms,
+        hypervisor,
     })
 }
 

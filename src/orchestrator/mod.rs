@@ -11,6 +11,8 @@
 //! [`Hypervisor`]: migroute_orchestration::drivers::Hypervisor
 
 pub mod agent_client;
+#[cfg(feature = "libvirt")]
+pub mod kvm_guest;
 pub mod lab_hypervisor;
 pub mod lab_mover;
 pub mod plan_drivers;

@@ -30,7 +30,7 @@ use crate::error::LabError;
 use crate::lab::Lab;
 
 pub use naive::NaiveMover;
-pub use report::{Report, RunRecord, Stat, Summary};
+pub use report::{DiskReport, HypervisorRecord, Report, RunRecord, Stat, Summary};
 pub use runner::{MoverFactory, Scenario, ScenarioOptions};
 
 /// How the network follows the VM.
@@ -91,6 +91,10 @@ pub enum ScenarioKind {
     PlannedMigration,
     /// Only the naive baseline.
     Naive,
+    /// N migroute moves of a real guest between two libvirtds (`wan-migration-kvm`):
+    /// libvirt live-migrates it with its disk while the orchestrator moves the
+    /// network.
+    PlannedMigrationKvm,
 }
 
 impl ScenarioKind {
@@ -99,6 +103,16 @@ impl ScenarioKind {
         match self {
             ScenarioKind::PlannedMigration => &[Mode::Migroute, Mode::Naive],
             ScenarioKind::Naive => &[Mode::Naive],
+            ScenarioKind::PlannedMigrationKvm => &[Mode::Migroute],
+        }
+    }
+
+    /// The report's `scenario`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScenarioKind::PlannedMigration => "planned-migration",
+            ScenarioKind::Naive => "naive",
+            ScenarioKind::PlannedMigrationKvm => "planned-migration-kvm",
         }
     }
 }
@@ -140,6 +154,8 @@ pub struct MoveRecord {
     /// From the routing change (announce, or withdraw on the way back) to the ingress
     /// PE's kernel FIB reflecting it; `None` if the mode changes no route.
     pub announce_to_ingress_fib_ms: Option<f64>,
+    /// What the hypervisor reported of the move (a real guest's migration).
+    pub hypervisor: Option<HypervisorRecord>,
 }
 
 /// The nodes, interfaces and addresses of the scenario: `wan-migration`'s by default.
@@ -147,8 +163,11 @@ pub struct MoveRecord {
 pub struct Site {
     /// Probe sender.
     pub client: String,
-    /// Probe receiver: the migrating VM.
+    /// Probe receiver: the migrating VM (a lab node, or a guest's domain name).
     pub vm: String,
+    /// The VM is a real guest, not a lab node: it reflects the probe (UDP echo, TCP
+    /// echo) instead of hosting the receiver, and its port is a tap, not a lab link.
+    pub vm_is_guest: bool,
     /// The ingress PE whose FIB decides where the client's traffic goes.
     pub ingress: String,
     /// The PEs of site A and site B.
@@ -174,6 +193,7 @@ impl Site {
         Site {
             client: "client".into(),
             vm: "vm".into(),
+            vm_is_guest: false,
             ingress: "pe-in".into(),
             pe_a: "pe-a".into(),
             pe_b: "pe-b".into(),
@@ -184,6 +204,15 @@ impl Site {
             vm_v4: IpAddr::from([10, 10, 0, 5]),
             vm_v6: "2001:db8:10::5".parse().expect("literal"),
             asn: 65000,
+        }
+    }
+
+    /// `labs/wan-migration-kvm.clab.yml`: the same routers and addresses, the VM a
+    /// libvirt guest (domain `vm`) whose tap sits in dc-a's or dc-b's bridge.
+    pub fn wan_migration_kvm() -> Self {
+        Site {
+            vm_is_guest: true,
+            ..Site::wan_migration()
         }
     }
 
@@ -235,6 +264,12 @@ pub trait Mover {
     /// back here, or the next mode would start from a network it did not set up.
     fn finish(&mut self, _lab: &Lab) -> Result<(), ScenarioError> {
         Ok(())
+    }
+
+    /// What the mode found of the guest's disk after its last move (a real guest's
+    /// scenario): read by the runner after [`finish`](Self::finish).
+    fn disk_report(&self) -> Option<DiskReport> {
+        None
     }
 }
 

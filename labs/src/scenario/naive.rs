@@ -195,6 +195,7 @@ impl Mover for NaiveMover {
                 phase("convergence", w(t1, t_fib)),
             ],
             announce_to_ingress_fib_ms: Some(super::ns_to_ms(t_fib.saturating_sub(t0))),
+            hypervisor: None,
         })
     }
 }

@@ -52,6 +52,50 @@ pub struct RunRecord {
     pub probe_covers_move: bool,
     /// The run's time origin (pause start), Unix ns.
     pub t0_unix_ns: u64,
+    /// A real guest's migration as the hypervisor reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<HypervisorRecord>,
+}
+
+/// What libvirt reported of one live migration: its own downtime figure (QEMU's, from
+/// the job statistics) beside the pause window the events gave, and the bytes moved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HypervisorRecord {
+    /// libvirt's downtime of the completed job, ms.
+    pub downtime_ms: Option<f64>,
+    /// The whole job, ms.
+    pub migration_ms: Option<f64>,
+    /// Guest memory sent, bytes.
+    pub memory_bytes: Option<u64>,
+    /// Disk bytes copied (libvirt-copy storage).
+    pub disk_bytes: Option<u64>,
+    /// Guest disk records acknowledged just before the move and the last one after
+    /// it: the guest kept writing across the migration.
+    pub guest_acked_before: Option<u64>,
+    pub guest_acked_after: Option<u64>,
+}
+
+/// The guest's disk at the end of the KVM scenario, checked from outside with the
+/// guest powered off. After the measured moves the guest's writer stops and one more,
+/// unmeasured move takes the idle guest across: the disk it left behind must then be
+/// byte-identical to the one it runs on (nothing lost at cutover), and every record
+/// the guest acknowledged, before and during the measured moves, must be on it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiskReport {
+    /// The last record the guest acknowledged (its write returned, O_DSYNC).
+    pub acked: u64,
+    /// Records checked on the final disk (all of them, up to the ring's size).
+    pub records_checked: u64,
+    /// Acknowledged records not found (at most the first 20).
+    pub missing: Vec<u64>,
+    /// SHA-256 of the raw contents of the disk left behind by the last move and of
+    /// the final disk.
+    pub left_behind_sha256: String,
+    pub final_sha256: String,
+    /// The two images are byte-identical: the last move's cutover lost nothing.
+    pub identical: bool,
+    /// Virtual size of the disk, bytes.
+    pub disk_bytes: u64,
 }
 
 /// Median, minimum and maximum of one field over a mode's runs.
@@ -111,6 +155,17 @@ impl Summary {
             for p in &r.phases {
                 put(&format!("phase_{}_ms", p.name), p.duration_ms);
             }
+            if let Some(h) = &r.hypervisor {
+                let mut opt = |k: &str, v: Option<f64>| {
+                    if let Some(v) = v {
+                        put(k, v);
+                    }
+                };
+                opt("libvirt_downtime_ms", h.downtime_ms);
+                opt("migration_ms", h.migration_ms);
+                opt("memory_mib", h.memory_bytes.map(|b| b as f64 / 1048576.0));
+                opt("disk_mib", h.disk_bytes.map(|b| b as f64 / 1048576.0));
+            }
         }
         Summary {
             runs: runs.len(),
@@ -143,6 +198,9 @@ pub struct Report {
     pub started_unix_ns: u64,
     pub runs: Vec<RunRecord>,
     pub summary: BTreeMap<Mode, Summary>,
+    /// A real guest's disk after the last move (the KVM scenario).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskReport>,
 }
 
 impl Report {
@@ -221,6 +279,7 @@ mod tests {
             lost_send_ms: vec![],
             probe_covers_move: true,
             t0_unix_ns: 1,
+            hypervisor: None,
         }
     }
 
@@ -248,6 +307,7 @@ mod tests {
                 run(Mode::Migroute, 0, None),
             ],
             summary: BTreeMap::new(),
+            disk: None,
         };
         r.summarize();
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();

@@ -126,11 +126,7 @@ impl Scenario {
         on_run: &mut dyn FnMut(&RunRecord),
     ) -> Result<Report, ScenarioError> {
         let mut report = Report {
-            scenario: match self.opts.kind {
-                ScenarioKind::PlannedMigration => "planned-migration",
-                ScenarioKind::Naive => "naive",
-            }
-            .into(),
+            scenario: self.opts.kind.name().into(),
             lab: self.lab.name().into(),
             family: if self.opts.ipv6 { "ipv6" } else { "ipv4" }.into(),
             rate_pps: self.opts.rate_pps,
@@ -139,11 +135,13 @@ impl Scenario {
             started_unix_ns: unix_ns(),
             runs: Vec::new(),
             summary: Default::default(),
+            disk: None,
         };
         self.lab.up()?;
         let result = self.converge().and_then(|()| {
             for mover in movers.iter_mut() {
                 self.run_mode(mover.as_mut(), cancel, &mut report, on_run)?;
+                report.disk = report.disk.take().or_else(|| mover.disk_report());
             }
             Ok(())
         });
@@ -190,13 +188,19 @@ impl Scenario {
         // Warm-up: neighbour discovery along the path must not count as loss.
         let (udp_target, _) = self.targets();
         let warm = SendConfig::new(udp_target, Duration::from_millis(300));
-        lab.udp_probe(
-            &self.site.client,
-            &self.site.vm,
-            &warm,
-            RecvOptions::default(),
-        )?;
-        let mut direction = if self.site.vm_at_b(lab) {
+        if self.site.vm_is_guest {
+            lab.udp_echo_probe(&self.site.client, &warm, RecvOptions::default())?;
+        } else {
+            lab.udp_probe(
+                &self.site.client,
+                &self.site.vm,
+                &warm,
+                RecvOptions::default(),
+            )?;
+        }
+        // A guest starts at site A (`Mover::prepare`); a lab node's port is wherever
+        // the lab has it.
+        let mut direction = if !self.site.vm_is_guest && self.site.vm_at_b(lab) {
             Direction::BToA
         } else {
             Direction::AToB
@@ -231,10 +235,23 @@ impl Scenario {
         let tcp_cfg = TcpConfig::new(tcp_target, self.opts.probe_duration);
         let (lab_u, lab_t) = (self.lab.clone(), self.lab.clone());
         let (c2, v2) = (client.clone(), vm.clone());
+        let guest = self.site.vm_is_guest;
+        // A guest reflects the stream (loss either way shows at its send time) and
+        // runs its own TCP echo; a lab node hosts the receiver and the echo server.
         let udp = std::thread::spawn(move || {
-            lab_u.udp_probe(&client, &vm, &udp_cfg, RecvOptions::default())
+            if guest {
+                lab_u.udp_echo_probe(&client, &udp_cfg, RecvOptions::default())
+            } else {
+                lab_u.udp_probe(&client, &vm, &udp_cfg, RecvOptions::default())
+            }
         });
-        let tcp = std::thread::spawn(move || lab_t.tcp_probe(&c2, &v2, &tcp_cfg));
+        let tcp = std::thread::spawn(move || {
+            if guest {
+                lab_t.tcp_probe_remote(&c2, &tcp_cfg)
+            } else {
+                lab_t.tcp_probe(&c2, &v2, &tcp_cfg).map(|(t, _)| t)
+            }
+        });
         std::thread::sleep(self.opts.lead);
         let moved = mover.run_move(&self.lab, direction, self.opts.pause);
         // Join both probes even if the move failed: no thread outlives the run.
@@ -242,7 +259,7 @@ impl Scenario {
         let tcp = join(tcp);
         let moved = moved?;
         let (_, udp) = udp??;
-        let (tcp, _) = tcp??;
+        let tcp = tcp??;
         Ok(run_record(
             index,
             mover.mode(),

@@ -265,6 +265,7 @@ mod tests {
             lost_send_ms: lost,
             probe_covers_move: true,
             t0_unix_ns: 0,
+            hypervisor: None,
         }
     }
 
@@ -283,6 +284,7 @@ mod tests {
                 run(Mode::Naive, Direction::AToB, vec![1.0, 2.0, 350.0]),
             ],
             summary: Default::default(),
+            disk: None,
         };
         r.summarize();
         let svg = render(&r);

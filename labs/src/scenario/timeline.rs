@@ -70,6 +70,7 @@ pub fn run_record(
             .max()
             .is_none_or(|end| end + COVER_NS <= udp.last_send_unix_ns),
         t0_unix_ns: t0,
+        hypervisor: mv.hypervisor.clone(),
     }
 }
 
@@ -108,6 +109,7 @@ mod tests {
                 window: pause,
             }],
             announce_to_ingress_fib_ms: Some(12.5),
+            hypervisor: None,
         };
         let tcp = TcpReport {
             connected: true,
