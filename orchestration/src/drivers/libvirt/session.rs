@@ -185,12 +185,20 @@ pub(crate) fn migrate(
         ffi::register(&src, EventId::JobCompleted, Side::Source, tx.clone()),
         ffi::register(&src, EventId::MigrationIteration, Side::Source, tx.clone()),
         ffi::register(&dst, EventId::Lifecycle, Side::Destination, tx.clone()),
-        ffi::register_qemu_monitor(&src, c"STOP", Side::Source, tx.clone()),
-        ffi::register_qemu_monitor(&dst, c"RESUME", Side::Destination, tx),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()
     .map_err(|e| job_err(cfg, "event registration", e))?;
+    // QEMU's own stop and resume times, for the pause window: optional (a connection
+    // whose policy forbids monitor events still migrates; the report then falls back
+    // to the lifecycle events).
+    let _monitor_events: Vec<_> = [
+        ffi::register_qemu_monitor(&src, c"STOP", Side::Source, tx.clone()),
+        ffi::register_qemu_monitor(&dst, c"RESUME", Side::Destination, tx),
+    ]
+    .into_iter()
+    .filter_map(Result::ok)
+    .collect();
 
     let Some(dom) = lookup(cfg, &src)? else {
         if running(cfg, &dst)? {
