@@ -231,6 +231,7 @@ fn a_real_guest_moves_with_its_disk_and_the_network_loses_nothing_outside_its_pa
         "{disk}\n{context}"
     );
     assert_eq!(disk["missing"], serde_json::json!([]), "{disk}\n{context}");
+    assert_eq!(disk["missing_count"], 0, "{disk}\n{context}");
     assert_eq!(disk["identical"], true, "{disk}\n{context}");
     assert_eq!(
         disk["left_behind_sha256"], disk["final_sha256"],

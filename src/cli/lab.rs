@@ -387,8 +387,8 @@ fn run_scenario(
     print!("{}", report.table());
     if let Some(d) = &report.disk {
         println!(
-            "guest disk: {} of {} acknowledged records found (missing: {:?}); left behind {} final {} ({})",
-            d.records_checked - d.missing.len() as u64,
+            "guest disk: {} of {} acknowledged records found (first missing: {:?}); left behind {} final {} ({})",
+            d.records_checked.saturating_sub(d.missing_count),
             d.records_checked,
             d.missing,
             &d.left_behind_sha256[..d.left_behind_sha256.len().min(16)],

@@ -248,6 +248,7 @@ kind = "libvirt-copy"
             acked,
             records_checked: check.checked,
             missing: check.missing,
+            missing_count: check.missing_count,
             identical: final_sha == left_sha,
             left_behind_sha256: left_sha,
             final_sha256: final_sha,

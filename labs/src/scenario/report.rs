@@ -86,8 +86,10 @@ pub struct DiskReport {
     pub acked: u64,
     /// Records checked on the final disk (all of them, up to the ring's size).
     pub records_checked: u64,
-    /// Acknowledged records not found (at most the first 20).
+    /// Acknowledged records not found (at most the first 20) and how many in all.
     pub missing: Vec<u64>,
+    #[serde(default)]
+    pub missing_count: u64,
     /// SHA-256 of the raw contents of the disk left behind by the last move and of
     /// the final disk.
     pub left_behind_sha256: String,
