@@ -170,7 +170,7 @@ fn qemu_window(l: Option<&LibvirtReport>) -> Option<PauseWindow> {
 /// orchestrator's marks: it ends at the resume event. It starts at the suspend event, or earlier when
 /// the hypervisor's own downtime figure says so: QEMU announces the stop on its
 /// monitor only once the stop-and-copy releases its main loop, so the suspend event
-/// arrives tens of ms after the guest stopped (55–85 ms under TCG in the KVM lab),
+/// arrives tens of ms after the guest stopped (21–59 ms under TCG in the KVM lab),
 /// while the resume event at the destination is prompt.
 fn marks_window(report: &Report, downtime_ms: Option<u64>) -> Option<PauseWindow> {
     Some(pause_of(
