@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use agent_lab::{Agent, Extra};
 use migroute_labs::kvm::{
-    domain_xml, ensure_guest, ensure_qemu, link_sites, Accel, GuestSpec, Libvirtd, Site,
+    domain_xml, ensure_guest, ensure_qemu, link_sites, with_migroute_metadata, Accel, GuestSpec,
+    Libvirtd, Site,
 };
 use serde_json::Value;
 
@@ -285,11 +286,7 @@ fn guest_xml(spec: &GuestSpec) -> String {
         xml.contains(GUEST_MAC),
         "the lab guest's MAC changed: {xml}"
     );
-    let meta = format!(
-        "</name>\n  <metadata>\n    <migroute:vm xmlns:migroute=\"https://migroute.dev/xmlns/libvirt/1\">\n      \
-         <migroute:prefix>{GUEST_IP}/32</migroute:prefix>\n    </migroute:vm>\n  </metadata>"
-    );
-    xml.replacen("</name>", &meta, 1)
+    with_migroute_metadata(&xml, &[&format!("{GUEST_IP}/32")])
 }
 
 impl Lab {

@@ -1,8 +1,9 @@
-//! The mission with a real guest: `migroute lab run labs/wan-migration-kvm.clab.yml
-//! --scenario planned-migration-kvm --runs 2` on a private copy of the lab. A guest
-//! (Debian kernel, busybox initramfs, migroute-guest) boots under libvirt at dc-a;
-//! libvirt live-migrates it with its disk A→B and back while the orchestrator moves the
-//! network (tunnel, override, announce) and the probe runs from the client. Asserted:
+//! The mission with a real guest, on private copies of `wan-migration-kvm`. A guest
+//! (Debian kernel, busybox initramfs, migroute-guest) boots under libvirt at dc-a and
+//! moves A→B and back with its disk while the probe runs from the client.
+//!
+//! `planned-migration-kvm`: libvirt live-migrates it while the orchestrator moves the
+//! network (tunnel, override, announce). Asserted:
 //! - no probe packet lost outside libvirt's own pause window (suspend → resume events),
 //!   the TCP connection survives every move;
 //! - libvirt reports the move: its downtime, memory and disk bytes, the disk copy
@@ -12,6 +13,14 @@
 //!   guest acknowledged is on its final disk, and the disk left behind is identical to
 //!   it (SHA-256 of the raw contents);
 //! - nothing of the lab is left (namespaces, libvirtds, QEMU).
+//!
+//! `virsh-migrate-kvm`: a plain `virsh migrate --live` moves it, no orchestrator runs;
+//! migroute's libvirt hook (in both libvirtds) prepares the agents and the destination
+//! agent, hearing the guest's RARP, announces and switches the source over. Asserted:
+//! both agents went prepared → … → torn-down by themselves (the mover checks), the TCP
+//! connection survives, the disk checks as above, and the only loss outside QEMU's
+//! pause (STOP at the source → RESUME at the destination) falls between the resume and
+//! the source's override: none before the pause, none once the source switched over.
 //!
 //! Needs root, iproute2, VXLAN, FRR, libvirt-daemon(-driver-qemu), libvirt-clients,
 //! qemu-utils, busybox-static, apt-get (the private QEMU 7.2 and the guest are built
@@ -152,23 +161,17 @@ fn qemus_of(lab: &LabCopy) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_real_guest_moves_with_its_disk_and_the_network_loses_nothing_outside_its_pause() {
-    if !can_run("scenario_kvm") {
-        return;
-    }
-    let lab = LabCopy::new(format!("mrk{}", std::process::id() % 100_000));
+/// Two KVM labs at once would not fit the 2-core machine (and would fight over CPU).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `migroute lab run --scenario <scenario> --runs 2` on a private copy of the lab:
+/// its report, and the command's output for failure messages.
+fn run_scenario(lab: &LabCopy, scenario: &str) -> (Value, String) {
     let started = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_migroute"))
         .args(["lab", "run"])
         .arg(&lab.file)
-        .args([
-            "--scenario",
-            "planned-migration-kvm",
-            "--runs",
-            "2",
-            "--report",
-        ])
+        .args(["--scenario", scenario, "--runs", "2", "--report"])
         .arg(lab.report_path())
         .output()
         .unwrap();
@@ -179,12 +182,12 @@ fn a_real_guest_moves_with_its_disk_and_the_network_loses_nothing_outside_its_pa
     );
     assert!(out.status.success(), "lab run failed\n{context}");
     eprintln!(
-        "scenario_kvm: {:.1} s\n{stdout}",
+        "{scenario}: {:.1} s\n{stdout}",
         started.elapsed().as_secs_f64()
     );
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(lab.report_path()).unwrap()).unwrap();
-    assert_eq!(report["scenario"], "planned-migration-kvm");
+    assert_eq!(report["scenario"], scenario);
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2, "{report}");
     let dirs: Vec<&str> = runs
@@ -192,39 +195,42 @@ fn a_real_guest_moves_with_its_disk_and_the_network_loses_nothing_outside_its_pa
         .map(|r| r["direction"].as_str().unwrap())
         .collect();
     assert_eq!(dirs, ["A->B", "B->A"]);
-    for r in runs {
-        let brief = format!(
-            "run {}: {} lost outside the pause at {:?} ms (pause {} ms), hypervisor {}, phases {}\n{context}",
-            r["index"], r["lost_outside_pause"], r["lost_send_ms"], r["pause_ms"], r["hypervisor"],
-            r["phases"]
-        );
-        assert_eq!(r["mode"], "migroute", "{brief}");
-        assert_eq!(r["lost_outside_pause"], 0, "{brief}");
-        assert_eq!(r["tcp_survived"], true, "{brief}");
-        assert_eq!(r["probe_covers_move"], true, "{brief}");
-        assert!(r["sent"].as_u64().unwrap() > 10_000, "{brief}");
-        // The pause is libvirt's, from its events: there was one.
-        assert!(r["pause_ms"].as_f64().unwrap() > 0.0, "{brief}");
-        let h = &r["hypervisor"];
-        assert!(h["downtime_ms"].as_f64().unwrap() > 0.0, "{brief}");
-        // The guest's memory and its disk crossed (64 MiB disk, 128 MiB guest).
-        assert!(h["memory_bytes"].as_u64().unwrap() > 1 << 20, "{brief}");
-        assert!(h["disk_bytes"].as_u64().unwrap() > 0, "{brief}");
-        // The guest kept writing through the move.
-        assert!(
-            h["guest_acked_after"].as_u64().unwrap() > h["guest_acked_before"].as_u64().unwrap(),
-            "{brief}"
-        );
-        let phases: Vec<&str> = r["phases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["name"].as_str().unwrap())
-            .collect();
-        for p in ["pause", "disk-copy", "memory-copy", "announcing"] {
-            assert!(phases.contains(&p), "{p} missing: {brief}");
-        }
-    }
+    (report, context)
+}
+
+/// What every run of either scenario shows: the probe outlasted the move, TCP
+/// survived, libvirt paused the guest and copied its memory and disk, the guest kept
+/// writing.
+fn check_run(r: &Value, brief: &str) {
+    assert_eq!(r["mode"], "migroute", "{brief}");
+    assert_eq!(r["tcp_survived"], true, "{brief}");
+    assert_eq!(r["probe_covers_move"], true, "{brief}");
+    assert!(r["sent"].as_u64().unwrap() > 10_000, "{brief}");
+    // The pause is libvirt's or QEMU's, from their events: there was one.
+    assert!(r["pause_ms"].as_f64().unwrap() > 0.0, "{brief}");
+    let h = &r["hypervisor"];
+    assert!(h["downtime_ms"].as_f64().unwrap() > 0.0, "{brief}");
+    // The guest's memory crossed (128 MiB guest).
+    assert!(h["memory_bytes"].as_u64().unwrap() > 1 << 20, "{brief}");
+    // The guest kept writing through the move.
+    assert!(
+        h["guest_acked_after"].as_u64().unwrap() > h["guest_acked_before"].as_u64().unwrap(),
+        "{brief}"
+    );
+}
+
+fn phases(r: &Value) -> Vec<&str> {
+    r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect()
+}
+
+/// The end of the scenario: every acknowledged record on the final disk, the disk
+/// left behind identical; and nothing of the lab left.
+fn check_disk_and_cleanup(lab: &LabCopy, report: &Value, context: &str) {
     let disk = &report["disk"];
     assert!(
         disk["records_checked"].as_u64().unwrap() > 100,
@@ -239,5 +245,113 @@ fn a_real_guest_moves_with_its_disk_and_the_network_loses_nothing_outside_its_pa
     );
     // The lab is down: no namespace, no libvirtd, no QEMU of it.
     assert!(lab.namespaces().is_empty(), "{:?}", lab.namespaces());
-    assert!(qemus_of(&lab).is_empty(), "{:?}", qemus_of(&lab));
+    assert!(qemus_of(lab).is_empty(), "{:?}", qemus_of(lab));
+}
+
+fn brief(r: &Value, context: &str) -> String {
+    format!(
+        "run {}: {} lost outside the pause at {:?} ms (pause {} ms), hypervisor {}, phases {}\n{context}",
+        r["index"], r["lost_outside_pause"], r["lost_send_ms"], r["pause_ms"], r["hypervisor"],
+        r["phases"]
+    )
+}
+
+#[test]
+fn a_real_guest_moves_with_its_disk_and_the_network_loses_nothing_outside_its_pause() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run("scenario_kvm") {
+        return;
+    }
+    let lab = LabCopy::new(format!("mrk{}", std::process::id() % 100_000));
+    let (report, context) = run_scenario(&lab, "planned-migration-kvm");
+    for r in report["runs"].as_array().unwrap() {
+        let brief = brief(r, &context);
+        check_run(r, &brief);
+        assert_eq!(r["lost_outside_pause"], 0, "{brief}");
+        // Its disk crossed too (64 MiB), as the orchestrator's libvirt driver saw it.
+        assert!(
+            r["hypervisor"]["disk_bytes"].as_u64().unwrap() > 0,
+            "{brief}"
+        );
+        let phases = phases(r);
+        for p in ["pause", "disk-copy", "memory-copy", "announcing"] {
+            assert!(phases.contains(&p), "{p} missing: {brief}");
+        }
+    }
+    check_disk_and_cleanup(&lab, &report, &context);
+}
+
+#[test]
+fn a_plain_virsh_migrate_moves_the_network_through_the_libvirt_hook() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run("scenario_kvm (virsh-migrate-kvm)") {
+        return;
+    }
+    let lab = LabCopy::new(format!("mrh{}", std::process::id() % 100_000));
+    let (report, context) = run_scenario(&lab, "virsh-migrate-kvm");
+    // The probe's margin around the pause (timeline::PAUSE_MARGIN_NS), and the agents'
+    // millisecond timestamps.
+    let margin_ms = 5.0 + 1.0;
+    for r in report["runs"].as_array().unwrap() {
+        let brief = brief(r, &context);
+        check_run(r, &brief);
+        let phases = phases(r);
+        for p in [
+            "preparing",
+            "migrating",
+            "pause",
+            "switching-over",
+            "announcing",
+            "converging",
+        ] {
+            assert!(phases.contains(&p), "{p} missing: {brief}");
+        }
+        let phase_end = |name: &str| {
+            let p = r["phases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap();
+            p["start_ms"].as_f64().unwrap() + p["duration_ms"].as_f64().unwrap()
+        };
+        // The hook prepared both agents before libvirt paused the guest.
+        assert!(phase_end("preparing") <= 0.0, "{brief}");
+        // Loss: only in the pause, or right after it until the source's override was
+        // in: one burst that starts where the pause ends.
+        let pause_end = phase_end("pause");
+        let switched = phase_end("switching-over");
+        let lost: Vec<f64> = r["lost_send_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_f64().unwrap())
+            .collect();
+        assert!(
+            lost.iter().all(|t| *t >= -margin_ms),
+            "loss before the pause: {brief}"
+        );
+        let after: Vec<f64> = lost
+            .iter()
+            .copied()
+            .filter(|t| *t > pause_end + margin_ms)
+            .collect();
+        if let (Some(first), Some(last)) = (after.first(), after.last()) {
+            // The probe sends every ms: a burst has no hole wider than 2.5 ms.
+            let mut prev = pause_end + margin_ms;
+            for t in &after {
+                assert!(
+                    t - prev <= 2.5,
+                    "loss after the pause is not one burst from its end ({prev} → {t} ms): {brief}"
+                );
+                prev = *t;
+            }
+            assert!(
+                *last <= switched + margin_ms,
+                "lost at {first}–{last} ms, after the source's override was in ({switched} ms): \
+                 {brief}"
+            );
+        }
+    }
+    check_disk_and_cleanup(&lab, &report, &context);
 }

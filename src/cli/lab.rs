@@ -67,7 +67,9 @@ pub enum LabCommand {
         file: PathBuf,
         /// `planned-migration`: migroute moves then naive moves; `naive`: the baseline;
         /// `planned-migration-kvm` (on `wan-migration-kvm.clab.yml`, a build with
-        /// `--features libvirt`): a real guest moved by libvirt with its disk.
+        /// `--features libvirt`): a real guest moved by libvirt with its disk;
+        /// `virsh-migrate-kvm`: the same guest moved by a plain `virsh migrate`, the
+        /// network following through migroute's libvirt hook (no orchestrator).
         #[arg(long, value_enum)]
         scenario: ScenarioArg,
         /// Measured moves per mode.
@@ -106,6 +108,7 @@ pub enum ScenarioArg {
     PlannedMigration,
     Naive,
     PlannedMigrationKvm,
+    VirshMigrateKvm,
 }
 
 fn load(file: &PathBuf) -> anyhow::Result<Lab> {
@@ -148,6 +151,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
                 ScenarioArg::PlannedMigration => ScenarioKind::PlannedMigration,
                 ScenarioArg::Naive => ScenarioKind::Naive,
                 ScenarioArg::PlannedMigrationKvm => ScenarioKind::PlannedMigrationKvm,
+                ScenarioArg::VirshMigrateKvm => ScenarioKind::VirshMigrateKvm,
             };
             let mut opts = ScenarioOptions::new(kind, runs);
             opts.ipv6 = ipv6;
@@ -158,7 +162,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
                 // teardown) lasts ~2 s: the probe must outlast it in every run.
                 opts.probe_duration = Duration::from_secs(6);
             }
-            if matches!(kind, ScenarioKind::PlannedMigrationKvm) {
+            if kind.kvm() {
                 // libvirt copies the disk and memory before the pause: seconds, longer
                 // on an emulated guest. Over IPv4 only (the guest has no IPv6).
                 anyhow::ensure!(!ipv6, "--ipv6: the KVM lab's guest has IPv4 only");
@@ -322,7 +326,9 @@ fn run_scenario(
     report_path: &std::path::Path,
     svg_path: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let kvm = matches!(opts.kind, ScenarioKind::PlannedMigrationKvm);
+    let kvm = opts.kind.kvm();
+    #[cfg(feature = "libvirt")]
+    let hook = matches!(opts.kind, ScenarioKind::VirshMigrateKvm);
     let site = if kvm {
         Site::wan_migration_kvm()
     } else {
@@ -331,7 +337,9 @@ fn run_scenario(
     let scenario = Scenario::new(lab.clone(), site, opts);
     #[cfg(feature = "libvirt")]
     let scenario = scenario.with_migroute(Box::new(move |site, opts| {
-        Box::new(if kvm {
+        Box::new(if hook {
+            MigrouteMover::new_kvm_hook(site.clone())
+        } else if kvm {
             MigrouteMover::new_kvm(site.clone())
         } else {
             MigrouteMover::new(site.clone(), opts.ipv6)
@@ -340,7 +348,8 @@ fn run_scenario(
     #[cfg(not(feature = "libvirt"))]
     let scenario = if kvm {
         anyhow::bail!(
-            "--scenario planned-migration-kvm needs a migroute built with `--features libvirt`"
+            "--scenario {} needs a migroute built with `--features libvirt`",
+            opts.kind.name()
         )
     } else {
         scenario.with_migroute(Box::new(|site, opts| {

@@ -21,11 +21,13 @@ use std::time::{Duration, Instant};
 
 use migroute_labs::guest_agent::{self, GuestStatus};
 use migroute_labs::kvm::{
-    domain_xml, ensure_guest, ensure_qemu, guest_agent_binary, with_agent, Accel, GuestSpec,
-    Libvirtd,
+    domain_xml, ensure_guest, ensure_qemu, guest_agent_binary, with_agent, with_migroute_metadata,
+    Accel, GuestSpec, Libvirtd,
 };
-use migroute_labs::scenario::{Direction, DiskReport, ScenarioError, Site};
+use migroute_labs::scenario::{Direction, DiskReport, ScenarioError, Site, Window};
 use migroute_labs::Lab;
+
+use super::kvm_hook::{install_hook, virsh_migrate, HookSetup, QemuEvents, VirshMigration};
 
 /// The guest's disk inside each libvirtd's mount namespace.
 const DISK: &str = "/var/lib/libvirt/images/vm.qcow2";
@@ -53,25 +55,45 @@ pub struct KvmGuest {
     /// Where the guest runs now.
     at_b: bool,
     dir: PathBuf,
+    /// With the libvirt hook installed (`virsh-migrate-kvm`): its setup, and each
+    /// libvirtd's QEMU monitor events (the pause window of a `virsh migrate`).
+    hook: Option<(HookSetup, QemuEvents, QemuEvents)>,
 }
 
 impl KvmGuest {
-    /// Starts both libvirtds, creates the disks, defines and starts the guest at site
-    /// A, and waits until its agent answers from the client (through the routed lab).
-    pub fn start(lab: &Lab, site: &Site, dir: &Path) -> Result<KvmGuest, ScenarioError> {
+    /// Starts both libvirtds (with `hook`, each with migroute's libvirt hook
+    /// installed), creates the disks, defines and starts the guest at site A (with
+    /// `hook`, carrying migroute's metadata), and waits until its agent answers from
+    /// the client (through the routed lab).
+    pub fn start(
+        lab: &Lab,
+        site: &Site,
+        dir: &Path,
+        hook: Option<HookSetup>,
+    ) -> Result<KvmGuest, ScenarioError> {
         let qemu = ensure_qemu()?;
         let base = ensure_guest()?;
         let agent = guest_agent_binary()?;
         let image = with_agent(&base, &agent, dir)?;
         let accel = Accel::detect(&qemu, &base);
-        let lv_a = Libvirtd::start(&lab.netns(&site.dc_a)?, &dir.join("libvirt-a"))?;
-        let lv_b = Libvirtd::start(&lab.netns(&site.dc_b)?, &dir.join("libvirt-b"))?;
+        let (inst_a, inst_b) = (dir.join("libvirt-a"), dir.join("libvirt-b"));
+        if let Some(h) = &hook {
+            install_hook(h, &h.a, &inst_a)?;
+            install_hook(h, &h.b, &inst_b)?;
+        }
+        let lv_a = Libvirtd::start(&lab.netns(&site.dc_a)?, &inst_a)?;
+        let lv_b = Libvirtd::start(&lab.netns(&site.dc_b)?, &inst_b)?;
+        let hook = match hook {
+            Some(h) => Some((h, QemuEvents::follow(&lv_a)?, QemuEvents::follow(&lv_b)?)),
+            None => None,
+        };
         let guest = KvmGuest {
             site: site.clone(),
             lv_a,
             lv_b,
             at_b: false,
             dir: dir.to_owned(),
+            hook,
         };
         for lv in [&guest.lv_a, &guest.lv_b] {
             let disk = guest.host_disk(lv)?;
@@ -93,8 +115,13 @@ impl KvmGuest {
             accel,
             console_log: CONSOLE.into(),
         };
+        let mut text = domain_xml(&spec);
+        if let Some((h, _, _)) = &guest.hook {
+            let prefixes: Vec<&str> = h.prefixes.iter().map(String::as_str).collect();
+            text = with_migroute_metadata(&text, &prefixes);
+        }
         let xml = dir.join("guest.xml");
-        std::fs::write(&xml, domain_xml(&spec)).map_err(|source| ScenarioError::Write {
+        std::fs::write(&xml, text).map_err(|source| ScenarioError::Write {
             path: xml.clone(),
             source,
         })?;
@@ -163,6 +190,67 @@ kind = "libvirt-copy"
             peer = Libvirtd::tcp_uri(dst_addr),
             downtime = max_downtime.as_millis(),
         )
+    }
+
+    /// One move by a plain `virsh migrate` (the hook variant): returns it with its
+    /// pause window, QEMU's `STOP` at the source to its `RESUME` at the destination.
+    pub fn virsh_move(
+        &self,
+        direction: Direction,
+        max_downtime: Duration,
+        timeout: Duration,
+    ) -> Result<(VirshMigration, Window), ScenarioError> {
+        let Some((_, events_a, events_b)) = &self.hook else {
+            return Err(fail(
+                "virsh_move: the guest was started without the hook".into(),
+            ));
+        };
+        let (src, dst, dst_addr, src_events, dst_events) = match direction {
+            Direction::AToB => (&self.lv_a, &self.lv_b, B_MIGRATION, events_a, events_b),
+            Direction::BToA => (&self.lv_b, &self.lv_a, A_MIGRATION, events_b, events_a),
+        };
+        let vm = &self.site.vm;
+        let mv = virsh_migrate(src, dst, vm, dst_addr, max_downtime, timeout)?;
+        let within = Duration::from_secs(5);
+        let stop = src_events
+            .wait_for("STOP", vm, mv.started_unix_ns, within)
+            .ok_or_else(|| {
+                fail(format!(
+                    "no QEMU STOP of {vm} at the source after virsh migrate"
+                ))
+            })?;
+        let resume = dst_events
+            .wait_for("RESUME", vm, stop, within)
+            .ok_or_else(|| {
+                fail(format!(
+                    "no QEMU RESUME of {vm} at the destination after virsh migrate"
+                ))
+            })?;
+        Ok((
+            mv,
+            Window {
+                start_unix_ns: stop,
+                end_unix_ns: resume,
+            },
+        ))
+    }
+
+    /// What the hooks logged (their stderr), for a failure message.
+    pub fn hook_logs(&self) -> String {
+        let Some((h, _, _)) = &self.hook else {
+            return String::new();
+        };
+        [&h.a, &h.b]
+            .iter()
+            .map(|s| {
+                format!(
+                    "hook at dc-{}:\n{}",
+                    s.name,
+                    std::fs::read_to_string(h.log(s)).unwrap_or_default().trim()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Records that a move in `direction` completed.

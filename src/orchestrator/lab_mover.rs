@@ -130,6 +130,9 @@ pub struct MigrouteMover {
     ipv6: bool,
     /// The VM is a real guest moved by libvirt (`wan-migration-kvm`).
     kvm: bool,
+    /// The guest moves by a plain `virsh migrate`, through migroute's libvirt hook and
+    /// the agents' `detect_vm`; no orchestrator runs (`virsh-migrate-kvm`).
+    hook: bool,
     /// The guest and its libvirtds, from `prepare` to `finish`.
     #[cfg(feature = "libvirt")]
     guest: Option<super::kvm_guest::KvmGuest>,
@@ -173,6 +176,7 @@ impl MigrouteMover {
             precopy_ms: 100,
             ipv6,
             kvm: false,
+            hook: false,
             #[cfg(feature = "libvirt")]
             guest: None,
             last_pause: Duration::from_millis(100),
@@ -186,6 +190,16 @@ impl MigrouteMover {
     pub fn new_kvm(site: Site) -> Self {
         let mut m = MigrouteMover::new(site, false);
         m.kvm = true;
+        m
+    }
+
+    /// The mover of `virsh-migrate-kvm`: the same guest, moved by `virsh migrate`
+    /// alone; migroute's libvirt hook in both libvirtds and the agents' `detect_vm`
+    /// move the network.
+    #[cfg(feature = "libvirt")]
+    pub fn new_kvm_hook(site: Site) -> Self {
+        let mut m = MigrouteMover::new_kvm(site);
+        m.hook = true;
         m
     }
 
@@ -255,6 +269,7 @@ loopback = "{loopback}"
 tunnel_source = "{tunnel}"
 tunnel_inside_pool = "169.254.0.0/16"
 vm_interface = "{VM_INTERFACE}"
+detect_vm = {detect_vm}
 [api]
 listen = "{loopback}:{API_PORT}"
 token_file = "{token}"
@@ -282,6 +297,7 @@ local_address = "{uplink}"
             token = self.token_file().display(),
             asn = self.site.asn,
             peer = pe.ingress_side,
+            detect_vm = self.hook,
         );
         if self.ipv6 {
             text.push_str(&format!(
@@ -685,8 +701,188 @@ rollback_step_ms = 15000
             path: dir.clone(),
             source,
         })?;
-        self.guest = Some(super::kvm_guest::KvmGuest::start(lab, &self.site, &dir)?);
+        let hook = if self.hook {
+            Some(self.hook_setup(lab, &dir)?)
+        } else {
+            None
+        };
+        self.guest = Some(super::kvm_guest::KvmGuest::start(
+            lab, &self.site, &dir, hook,
+        )?);
         Ok(())
+    }
+
+    /// The libvirt hook of both sites: dc-a's reaches pe-a's agent as `[local]`,
+    /// dc-b's pe-b's.
+    #[cfg(feature = "libvirt")]
+    fn hook_setup(
+        &self,
+        lab: &Lab,
+        dir: &Path,
+    ) -> Result<super::kvm_hook::HookSetup, ScenarioError> {
+        use super::kvm_hook::{HookSetup, HookSite};
+        let site = |name, local: &Pe, peer: &Pe| -> Result<HookSite, ScenarioError> {
+            Ok(HookSite {
+                name,
+                pe_netns: lab.netns(&local.node)?,
+                local_url: local.url(),
+                local_endpoint: local.tunnel.into(),
+                peer_url: peer.url(),
+                peer_endpoint: peer.tunnel.into(),
+            })
+        };
+        Ok(HookSetup {
+            exe: self.exe.clone(),
+            token_file: self.token_file(),
+            dir: dir.to_owned(),
+            prefixes: self.prefixes().iter().map(|p| p.to_string()).collect(),
+            community: COMMUNITY.into(),
+            a: site("a", &self.pe_a, &self.pe_b)?,
+            b: site("b", &self.pe_b, &self.pe_a)?,
+        })
+    }
+
+    /// `GET path` of `pe`'s agent, from inside its namespace (its API listens on the
+    /// PE's loopback).
+    #[cfg(feature = "libvirt")]
+    fn agent_get(&self, lab: &Lab, pe: &Pe, path: &str) -> Result<Value, ScenarioError> {
+        let url = format!("{}{path}", pe.url());
+        let token = std::fs::read_to_string(self.token_file())
+            .map_err(|e| fail(format!("reading the agents' token: {e}")))?
+            .trim()
+            .to_owned();
+        let get = url.clone();
+        let got = migroute_labs::netns::run_in(&lab.netns(&pe.node)?, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let resp = reqwest::Client::new()
+                    .get(&get)
+                    .bearer_auth(token)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+                if status.is_success() {
+                    Ok(body)
+                } else {
+                    Err(format!("{status}: {body}"))
+                }
+            })
+        })?;
+        got.map_err(|e| fail(format!("GET {url}: {e}")))
+    }
+
+    /// The ids of the migrations `pe`'s agent holds.
+    #[cfg(feature = "libvirt")]
+    fn agent_migration_ids(&self, lab: &Lab, pe: &Pe) -> Result<Vec<String>, ScenarioError> {
+        let list = self.agent_get(lab, pe, "/v1/migrations")?;
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// One move of `virsh-migrate-kvm`: `virsh migrate` alone. The destination's hook
+    /// prepares both agents; the destination's agent hears the guest after it resumes
+    /// and announces, and has the source switch over; both converge and tear down by
+    /// themselves. The mover only watches: the migration the hook created, its phases
+    /// on both agents, the ingress FIB.
+    #[cfg(feature = "libvirt")]
+    fn run_hook_move(
+        &mut self,
+        lab: &Lab,
+        direction: Direction,
+        pause: Duration,
+    ) -> Result<MoveRecord, ScenarioError> {
+        use super::kvm_hook::{hook_record, transitions, HOOK_PATH};
+        let (src, dst) = match direction {
+            Direction::AToB => (self.pe_a.clone(), self.pe_b.clone()),
+            Direction::BToA => (self.pe_b.clone(), self.pe_a.clone()),
+        };
+        let before = self.agent_migration_ids(lab, &dst)?;
+        let watch = FibWatch::open(lab, &self.site.ingress)?;
+        let host = self.measured();
+        let wait = self.migrate_timeout() + Duration::from_secs(5);
+        let watcher = std::thread::spawn(move || watch.wait(host, Change::Added, wait));
+        let acked_before = self.guest_acked(lab);
+        let guest = self.guest.as_ref().expect("the hook variant has a guest");
+        let context = |guest: &super::kvm_guest::KvmGuest| {
+            let agents: Vec<String> = self
+                .agents
+                .iter()
+                .map(|a| format!("agent {}:\n{}", a.name, tail(&a.logs(), 30)))
+                .collect();
+            format!("{}\n{}", guest.hook_logs(), agents.join("\n"))
+        };
+        let (mv, window) = guest
+            .virsh_move(direction, pause, self.migrate_timeout())
+            .map_err(|e| fail(format!("{e}\n{}", context(guest))))?;
+        let new: Vec<String> = self
+            .agent_migration_ids(lab, &dst)?
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        let [id] = new.as_slice() else {
+            return Err(fail(format!(
+                "{} holds {} new migrations after virsh migrate ({new:?}), expected the \
+                 hook's one\n{}",
+                dst.node,
+                new.len(),
+                context(guest)
+            )));
+        };
+        // Both agents go the whole way by themselves.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (went_src, went_dst) = loop {
+            let path = format!("/v1/migrations/{id}");
+            let (s, d) = (
+                transitions(&self.agent_get(lab, &src, &path)?),
+                transitions(&self.agent_get(lab, &dst, &path)?),
+            );
+            let done = |t: &[(String, u64)]| t.last().is_some_and(|(p, _)| p == "torn-down");
+            let ended = |t: &[(String, u64)]| {
+                t.last()
+                    .is_some_and(|(p, _)| p == "torn-down" || p == "aborted" || p == "failed")
+            };
+            if done(&s) && done(&d) {
+                break (s, d);
+            }
+            if (ended(&s) && ended(&d)) || Instant::now() >= deadline {
+                return Err(fail(format!(
+                    "{id}: source {s:?}, destination {d:?}, not both torn down\n{}",
+                    context(guest)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        for (who, went) in [(&src, &went_src), (&dst, &went_dst)] {
+            let phases: Vec<&str> = went.iter().map(|(p, _)| p.as_str()).collect();
+            if phases != HOOK_PATH {
+                return Err(fail(format!(
+                    "{id} at {}: went {phases:?}, not {HOOK_PATH:?}\n{}",
+                    who.node,
+                    context(guest)
+                )));
+            }
+        }
+        let t_fib = watcher
+            .join()
+            .map_err(|_| fail("the FIB watch thread panicked".into()))?;
+        self.check_converged(lab, Some(direction))?;
+        let mut rec = hook_record(&mv, window, &went_src, &went_dst, t_fib.ok());
+        self.guest_moved(direction);
+        if let Some(h) = rec.hypervisor.as_mut() {
+            h.guest_acked_before = acked_before;
+            h.guest_acked_after = self.guest_acked(lab);
+        }
+        Ok(rec)
     }
 
     #[cfg(not(feature = "libvirt"))]
@@ -791,6 +987,10 @@ impl Mover for MigrouteMover {
     ) -> Result<MoveRecord, ScenarioError> {
         self.moves += 1;
         self.last_pause = pause;
+        #[cfg(feature = "libvirt")]
+        if self.hook {
+            return self.run_hook_move(lab, direction, pause);
+        }
         let id = format!("scenario-{}-{}", std::process::id(), self.moves);
         let plan_path = self.dir.join(format!("{id}.toml"));
         write(&plan_path, &self.plan(lab, direction, pause, &id))?;

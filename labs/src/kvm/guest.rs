@@ -25,6 +25,19 @@ pub struct GuestSpec {
     pub console_log: PathBuf,
 }
 
+/// `xml` with migroute's metadata naming the host routes that move with the guest:
+/// what `migroute libvirt-hook` reads to take part in a migration libvirt drives.
+pub fn with_migroute_metadata(xml: &str, prefixes: &[&str]) -> String {
+    let prefixes: String = prefixes
+        .iter()
+        .map(|p| format!("\n      <migroute:prefix>{p}</migroute:prefix>"))
+        .collect();
+    let meta = format!(
+        "</name>\n  <metadata>\n    <migroute:vm xmlns:migroute=\"https://migroute.dev/xmlns/libvirt/1\">{prefixes}\n    </migroute:vm>\n  </metadata>"
+    );
+    xml.replacen("</name>", &meta, 1)
+}
+
 /// The domain XML: direct kernel boot, one virtio disk, one virtio NIC on the site
 /// bridge, serial console to a file, the `qemu64` CPU model (migratable between any
 /// two hosts; host-passthrough is not).

@@ -95,6 +95,9 @@ pub enum ScenarioKind {
     /// libvirt live-migrates it with its disk while the orchestrator moves the
     /// network.
     PlannedMigrationKvm,
+    /// The same guest moved by a plain `virsh migrate` alone: migroute's libvirt hook
+    /// and the agents' `detect_vm` move the network, no orchestrator runs.
+    VirshMigrateKvm,
 }
 
 impl ScenarioKind {
@@ -103,8 +106,16 @@ impl ScenarioKind {
         match self {
             ScenarioKind::PlannedMigration => &[Mode::Migroute, Mode::Naive],
             ScenarioKind::Naive => &[Mode::Naive],
-            ScenarioKind::PlannedMigrationKvm => &[Mode::Migroute],
+            ScenarioKind::PlannedMigrationKvm | ScenarioKind::VirshMigrateKvm => &[Mode::Migroute],
         }
+    }
+
+    /// Whether the VM is a real guest under libvirt (`wan-migration-kvm`).
+    pub fn kvm(self) -> bool {
+        matches!(
+            self,
+            ScenarioKind::PlannedMigrationKvm | ScenarioKind::VirshMigrateKvm
+        )
     }
 
     /// The report's `scenario`.
@@ -113,6 +124,7 @@ impl ScenarioKind {
             ScenarioKind::PlannedMigration => "planned-migration",
             ScenarioKind::Naive => "naive",
             ScenarioKind::PlannedMigrationKvm => "planned-migration-kvm",
+            ScenarioKind::VirshMigrateKvm => "virsh-migrate-kvm",
         }
     }
 }
