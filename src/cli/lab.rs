@@ -326,9 +326,9 @@ fn run_scenario(
     report_path: &std::path::Path,
     svg_path: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let kvm = opts.kind.kvm();
+    let (kvm, kind) = (opts.kind.kvm(), opts.kind);
     #[cfg(feature = "libvirt")]
-    let hook = matches!(opts.kind, ScenarioKind::VirshMigrateKvm);
+    let hook = matches!(kind, ScenarioKind::VirshMigrateKvm);
     let site = if kvm {
         Site::wan_migration_kvm()
     } else {
@@ -349,7 +349,7 @@ fn run_scenario(
     let scenario = if kvm {
         anyhow::bail!(
             "--scenario {} needs a migroute built with `--features libvirt`",
-            opts.kind.name()
+            kind.name()
         )
     } else {
         scenario.with_migroute(Box::new(|site, opts| {

@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use migroute_labs::kvm::Libvirtd;
+
+use super::lab_mover::unix_ns;
 use migroute_labs::scenario::{HypervisorRecord, MoveRecord, Phase, ScenarioError, Window};
 use serde_json::Value;
 
@@ -242,8 +244,8 @@ impl Drop for QemuEvents {
 pub struct VirshMigration {
     pub started_unix_ns: u64,
     /// libvirt's completed job statistics at the destination (`--rawstats` names),
-    /// with `disk_processed` the most the source's running job reported (absent if
-    /// no poll caught the disk copy: polls every 200 ms can miss a short one).
+    /// with `disk_processed` the disk the source's running job copied (its
+    /// `disk_total`; absent if no poll, every 200 ms, caught the disk copy).
     pub stats: HashMap<String, f64>,
 }
 
@@ -278,15 +280,20 @@ pub fn virsh_migrate(
         .map_err(|e| fail(format!("virsh migrate: {e}")))?;
     let deadline = Instant::now() + timeout;
     // The destination's completed statistics count memory only (the disk went by NBD,
-    // which the source drives): the source's running job is polled for the disk.
-    let mut disk_processed = None;
+    // which the source drives): the source's running job is polled for the disk. With
+    // `--copy-storage-all` libvirt mirrors the whole disk before it copies memory, so
+    // a successful migration moved `disk_total` (a poll may miss the end of the copy).
+    let mut disk_bytes: Option<f64> = None;
     let mut polled = Instant::now();
     let status = loop {
         if polled.elapsed() >= Duration::from_millis(200) {
             polled = Instant::now();
             if let Ok(out) = src.virsh(&["domjobinfo", "--rawstats", domain]) {
-                if let Some(d) = parse_rawstats(&out).get("disk_processed") {
-                    disk_processed = Some(disk_processed.unwrap_or(0f64).max(*d));
+                let job = parse_rawstats(&out);
+                for key in ["disk_processed", "disk_total"] {
+                    if let Some(d) = job.get(key) {
+                        disk_bytes = Some(disk_bytes.unwrap_or(0.0).max(*d));
+                    }
                 }
             }
         }
@@ -318,7 +325,7 @@ pub fn virsh_migrate(
         .virsh(&["domjobinfo", "--completed", "--rawstats", domain])
         .map(|out| parse_rawstats(&out))
         .unwrap_or_default();
-    match disk_processed.filter(|d| *d > 0.0) {
+    match disk_bytes.filter(|d| *d > 0.0) {
         Some(d) => stats.insert("disk_processed".into(), d),
         None => stats.remove("disk_processed"),
     };
@@ -429,13 +436,6 @@ pub fn hook_record(
             guest_acked_after: None,
         }),
     }
-}
-
-fn unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
