@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use migroute_labs::kvm::Libvirtd;
-
-use super::lab_mover::unix_ns;
 use migroute_labs::scenario::{HypervisorRecord, MoveRecord, Phase, ScenarioError, Window};
 use serde_json::Value;
+
+use super::lab_mover::unix_ns;
 
 fn fail(why: String) -> ScenarioError {
     ScenarioError::Precondition(why)
