@@ -13,6 +13,7 @@ mod ffi;
 mod follow;
 mod job;
 mod session;
+mod watch;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use job::JobStats;
+pub use watch::{HostWatch, Lifecycle, LifecycleEvent, WatchError};
 
 /// When the phases of a libvirt migration began, wall clock (epoch ms), as the driver
 /// saw them: with copied disks libvirt first mirrors the disks (the storage copy), then

@@ -18,7 +18,7 @@ use crate::drivers::{HypervisorError, HypervisorEvent};
 use crate::migration::CopyStorage;
 
 /// libvirt's error number for "domain not found".
-const ERR_NO_DOMAIN: i32 = 42;
+pub(super) const ERR_NO_DOMAIN: i32 = 42;
 
 fn connect(cfg: &LibvirtConfig, uri: &str) -> Result<Connect, HypervisorError> {
     Connect::open(Some(uri)).map_err(|e| HypervisorError::Connect {
