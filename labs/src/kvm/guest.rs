@@ -1,6 +1,6 @@
 //! The guest's libvirt domain definition.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Accel, GuestImage};
 
@@ -36,6 +36,24 @@ pub fn with_migroute_metadata(xml: &str, prefixes: &[&str]) -> String {
         "</name>\n  <metadata>\n    <migroute:vm xmlns:migroute=\"https://migroute.dev/xmlns/libvirt/1\">{prefixes}\n    </migroute:vm>\n  </metadata>"
     );
     xml.replacen("</name>", &meta, 1)
+}
+
+/// libvirt's namespace for passing QEMU arguments it does not model itself.
+const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
+
+/// `xml` with a second QMP monitor on the UNIX socket `socket` (a path inside the
+/// libvirtd's mount namespace): libvirt owns the domain's own monitor, and a storage
+/// driver that speaks QMP itself (`qemu-mirror`) needs one of its own. Passed as
+/// `<qemu:commandline>` (`-qmp unix:PATH,server=on,wait=off`), which libvirt accepts
+/// and marks the domain as tainted (custom-argv).
+pub fn with_qmp_monitor(xml: &str, socket: &Path) -> String {
+    let ns = format!("<domain xmlns:qemu='{QEMU_NS}'");
+    let args = format!(
+        "  <qemu:commandline>\n    <qemu:arg value='-qmp'/>\n    \
+         <qemu:arg value='unix:{},server=on,wait=off'/>\n  </qemu:commandline>\n</domain>",
+        socket.display()
+    );
+    xml.replacen("<domain", &ns, 1).replacen("</domain>", &args, 1)
 }
 
 /// The domain XML: direct kernel boot, one virtio disk, one virtio NIC on the site
@@ -127,5 +145,24 @@ mod tests {
             ..g
         });
         assert!(kvm.starts_with("<domain type='kvm'>"));
+    }
+
+    #[test]
+    fn a_second_qmp_monitor_is_a_qemu_commandline_block() {
+        let x = with_qmp_monitor(
+            "<domain type='qemu'>\n  <name>g</name>\n</domain>\n",
+            Path::new("/run/libvirt/g.qmp"),
+        );
+        assert!(
+            x.starts_with(
+                "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' type='qemu'>"
+            ),
+            "{x}"
+        );
+        let block = "  <qemu:commandline>\n    <qemu:arg value='-qmp'/>\n    \
+                     <qemu:arg value='unix:/run/libvirt/g.qmp,server=on,wait=off'/>\n  \
+                     </qemu:commandline>\n</domain>\n";
+        assert!(x.ends_with(block), "{x}");
+        assert_eq!(x.matches("qemu:commandline>").count(), 2);
     }
 }

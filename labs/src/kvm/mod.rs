@@ -14,7 +14,7 @@ mod libvirtd;
 mod site;
 
 pub use assets::{cache_dir, ensure_guest, ensure_qemu, Accel, GuestImage};
-pub use guest::{domain_xml, with_migroute_metadata, GuestSpec};
+pub use guest::{domain_xml, with_migroute_metadata, with_qmp_monitor, GuestSpec};
 pub use guest_initrd::{guest_agent_binary, with_agent};
 pub use libvirtd::Libvirtd;
 pub use site::{link_sites, Site};

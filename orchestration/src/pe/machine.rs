@@ -314,7 +314,19 @@ impl PeMigration {
                     }),
                 );
             }
-            (Event::VmSeen, SwitchedOver) => self.announce(&mut out, now),
+            // Switched over by a quiesce signal (an orchestrator, or `libvirt-watch`
+            // at the source's pause): the source still waits to hear that the VM
+            // runs here before it watches its tunnel go quiet. Telling it again is
+            // harmless: both calls are idempotent there.
+            (Event::VmSeen, SwitchedOver) => {
+                self.announce(&mut out, now);
+                self.emit(
+                    &mut out,
+                    Action::Notify(Notice::SwitchOverPeer {
+                        api_url: self.spec.peer.api_url.clone(),
+                    }),
+                );
+            }
             (Event::VmSeen, Announced | Converging | Stalled | TornDown) => {}
             (Event::Complete, Announced | Converging | Stalled) => self.tear_down(&mut out, now),
             (Event::Complete, TornDown) => {}

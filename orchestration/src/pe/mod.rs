@@ -33,7 +33,7 @@
 //! | phase \ event | switchover | announce | vm-seen (Dst) | complete | abort | timers, counters |
 //! |---|---|---|---|---|---|---|
 //! | prepared | → switched-over: Src `InstallOverride`, Dst `EnsureDelivery` | 409 | → switched-over + announced: `EnsureDelivery`, `Announce`, `Notify(SwitchOverPeer)` | 409 | → aborting → aborted: `DeleteTunnel` | — |
-//! | switched-over | · | → announced: Dst `Announce`; Src releases torn-down routes of the prefixes (`Withdraw`) | → announced: `Announce` | 409 | → aborted: `RemoveOverride`/`DisableDelivery`, `DeleteTunnel` | converge timeout → stalled |
+//! | switched-over | · | → announced: Dst `Announce`; Src releases torn-down routes of the prefixes (`Withdraw`) | → announced: `Announce`, `Notify(SwitchOverPeer)` | 409 | → aborted: `RemoveOverride`/`DisableDelivery`, `DeleteTunnel` | converge timeout → stalled |
 //! | announced | · | · | · | → torn-down | → aborted: Dst `Withdraw`, …, `DeleteTunnel` | hold reached → converging; timeout → stalled |
 //! | converging | · | · | · | → torn-down | as announced | counter sample after the hold showing `quiet_ms` without traffic → torn-down: `RemoveOverride`/`DisableDelivery`, `DeleteTunnel`; timeout → stalled |
 //! | stalled | · | · | · | → torn-down | as announced | — (an operator decides) |

@@ -302,6 +302,33 @@ fn stalls_in_switched_over_when_announce_never_comes() {
 }
 
 #[test]
+fn vm_seen_after_a_quiesce_switchover_announces_and_still_tells_the_source() {
+    // libvirt-watch switched both PEs over at the source's pause; the source waits for
+    // the destination to hear the VM before it announces and watches its tunnel.
+    let mut m = new(Role::Destination);
+    run(
+        &mut m,
+        &[
+            (
+                0,
+                ev(Event::Switchover),
+                &["phase switched-over", "ensure-delivery"],
+            ),
+            (
+                30,
+                ev(Event::VmSeen),
+                &[
+                    "phase announced",
+                    "announce 10.0.0.1/32",
+                    "notify switch-over-peer",
+                ],
+            ),
+            (40, ev(Event::VmSeen), &[]),
+        ],
+    );
+}
+
+#[test]
 fn destination_vm_seen_announces_at_once_and_tells_the_source() {
     let mut m = new(Role::Destination);
     run(

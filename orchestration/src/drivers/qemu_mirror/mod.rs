@@ -112,6 +112,25 @@ fn is_gone(e: &QmpError) -> bool {
     })
 }
 
+/// QEMU refuses node names of 32 characters or more ("Node name too long").
+const MAX_NODE_NAME: usize = 31;
+
+/// The name of the source's NBD client node for job `job`: `<job>-target`, or, when
+/// that is too long for QEMU (a libvirt guest's disk node is e.g. `libvirt-1-format`,
+/// so the default job is `migroute-libvirt-1-format`), `migroute-t-` and a hash of
+/// the job id. Deterministic, so a restarted driver finds the node it created.
+fn target_node_name(job: &str) -> String {
+    let plain = format!("{job}-target");
+    if plain.len() <= MAX_NODE_NAME {
+        return plain;
+    }
+    // FNV-1a, 64 bits: stable across builds and platforms (std's hasher is not).
+    let hash = job.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("migroute-t-{hash:016x}")
+}
+
 impl QemuMirrorStorage {
     /// Builds the driver from the plan's `[storage]` section (validated: a bad target or
     /// monitor address is refused here too). Connects lazily, on the first call.
@@ -136,7 +155,7 @@ impl QemuMirrorStorage {
             source: Monitor::new("source", endpoint(&plan.source_qmp)?),
             destination: Monitor::new("destination", endpoint(&plan.destination_qmp)?),
             sync_job: format!("{job}-sync"),
-            target_node: format!("{job}-target"),
+            target_node: target_node_name(&job),
             export_id: job.clone(),
             job,
             destination_node: plan.destination_node().to_string(),
@@ -206,6 +225,12 @@ impl QemuMirrorStorage {
         let mut jobs = self.our_jobs(op).await?;
         jobs.sort_by_key(|j| j.id != self.sync_job);
         Ok(jobs.into_iter().next())
+    }
+
+    /// The source's NBD client node the mirror writes through: `<job>-target`, or a
+    /// hashed name when that is longer than QEMU allows.
+    pub fn target_node(&self) -> &str {
+        &self.target_node
     }
 
     /// Current progress of the mirror, `None` when no job runs.
@@ -703,5 +728,25 @@ impl Storage for QemuMirrorStorage {
 
     fn abort(&self) -> impl Future<Output = Result<(), StorageError>> + Send {
         self.do_abort()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_node_names_fit_qemu() {
+        assert_eq!(target_node_name("migroute-vda"), "migroute-vda-target");
+        let long = target_node_name("migroute-libvirt-1-format");
+        assert!(long.len() <= MAX_NODE_NAME, "{long}");
+        assert!(long.starts_with("migroute-t-"), "{long}");
+        // Stable: a restarted driver must find the node it created.
+        assert_eq!(long, target_node_name("migroute-libvirt-1-format"));
+        assert_ne!(long, target_node_name("migroute-libvirt-2-format"));
+        // 31 characters still fit as they are; 32 do not.
+        let job = "j".repeat(MAX_NODE_NAME - "-target".len());
+        assert_eq!(target_node_name(&job), format!("{job}-target"));
+        assert!(target_node_name(&format!("{job}j")).starts_with("migroute-t-"));
     }
 }
