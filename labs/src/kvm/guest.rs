@@ -53,7 +53,8 @@ pub fn with_qmp_monitor(xml: &str, socket: &Path) -> String {
          <qemu:arg value='unix:{},server=on,wait=off'/>\n  </qemu:commandline>\n</domain>",
         socket.display()
     );
-    xml.replacen("<domain", &ns, 1).replacen("</domain>", &args, 1)
+    xml.replacen("<domain", &ns, 1)
+        .replacen("</domain>", &args, 1)
 }
 
 /// The domain XML: direct kernel boot, one virtio disk, one virtio NIC on the site

@@ -25,7 +25,7 @@ mod target;
 pub use jobs::JobInfo;
 pub use target::{NbdServer, NbdTarget};
 
-use super::qmp::{Endpoint, QmpError};
+use super::qmp::{Endpoint, Event, QmpError};
 use super::storage::{Storage, StorageError, StorageEvent};
 use super::EventSink;
 use crate::migration::{QemuMirrorPlan, SwitchMethod};
@@ -129,6 +129,48 @@ fn target_node_name(job: &str) -> String {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("migroute-t-{hash:016x}")
+}
+
+/// The [`StorageEvent`] a QMP event of the source means, if any. `job` is the
+/// background mirror, `sync_job` its write-blocking restart (QEMU 7.2), `ending` says
+/// whether the driver cancelled a job itself. Only the background job's
+/// `BLOCK_JOB_READY` is `Ready` (the bulk copy is done): the restart, a `sync: none`
+/// job, is READY at once, and reporting that again would tell the caller twice.
+fn storage_event(
+    ev: &Event,
+    job: &str,
+    sync_job: &str,
+    ending: impl Fn(&str) -> bool,
+) -> Option<StorageEvent> {
+    let id = ev.data.get("device").and_then(Value::as_str)?;
+    if id != job && id != sync_job {
+        return None;
+    }
+    match ev.name.as_str() {
+        "BLOCK_JOB_READY" if id == job => Some(StorageEvent::Ready),
+        "BLOCK_JOB_ERROR" => {
+            let action = ev.data.get("action").and_then(Value::as_str);
+            (action != Some("ignore")).then(|| StorageEvent::Failed {
+                error: format!(
+                    "mirror job {id}: I/O error on {} ({})",
+                    ev.data["operation"].as_str().unwrap_or("?"),
+                    action.unwrap_or("?")
+                ),
+            })
+        }
+        "BLOCK_JOB_COMPLETED" | "BLOCK_JOB_CANCELLED" => {
+            if let Some(err) = ev.data.get("error").and_then(Value::as_str) {
+                Some(StorageEvent::Failed {
+                    error: format!("mirror job {id}: {err}"),
+                })
+            } else {
+                (!ending(id)).then(|| StorageEvent::Failed {
+                    error: format!("mirror job {id} ended ({})", ev.name),
+                })
+            }
+        }
+        _ => None,
+    }
 }
 
 impl QemuMirrorStorage {
@@ -427,7 +469,7 @@ impl QemuMirrorStorage {
             .map_err(|e| self.err(op, &self.source, e))?;
         let mut rx = client.subscribe();
         let shared = self.shared.clone();
-        let jobs = [self.job.clone(), self.sync_job.clone()];
+        let (job, sync_job) = (self.job.clone(), self.sync_job.clone());
         let task = tokio::spawn(async move {
             let emit = |e: StorageEvent| {
                 let sink = shared.sink.lock().expect("sink lock").clone();
@@ -441,7 +483,7 @@ impl QemuMirrorStorage {
                     Ok(ev) => ev,
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => {
-                        if !jobs.iter().all(|j| ending(j)) {
+                        if !(ending(&job) && ending(&sync_job)) {
                             emit(StorageEvent::Failed {
                                 error: "source QMP connection lost".into(),
                             });
@@ -449,38 +491,8 @@ impl QemuMirrorStorage {
                         return;
                     }
                 };
-                let Some(job) = ev.data.get("device").and_then(Value::as_str) else {
-                    continue;
-                };
-                if !jobs.iter().any(|j| j == job) {
-                    continue;
-                }
-                match ev.name.as_str() {
-                    "BLOCK_JOB_READY" => emit(StorageEvent::Ready),
-                    "BLOCK_JOB_ERROR" => {
-                        let action = ev.data.get("action").and_then(Value::as_str);
-                        if action != Some("ignore") {
-                            emit(StorageEvent::Failed {
-                                error: format!(
-                                    "mirror job {job}: I/O error on {} ({})",
-                                    ev.data["operation"].as_str().unwrap_or("?"),
-                                    action.unwrap_or("?")
-                                ),
-                            });
-                        }
-                    }
-                    "BLOCK_JOB_COMPLETED" | "BLOCK_JOB_CANCELLED" => {
-                        if let Some(err) = ev.data.get("error").and_then(Value::as_str) {
-                            emit(StorageEvent::Failed {
-                                error: format!("mirror job {job}: {err}"),
-                            });
-                        } else if !ending(job) {
-                            emit(StorageEvent::Failed {
-                                error: format!("mirror job {job} ended ({})", ev.name),
-                            });
-                        }
-                    }
-                    _ => {}
+                if let Some(e) = storage_event(&ev, &job, &sync_job, ending) {
+                    emit(e);
                 }
             }
         });
@@ -532,7 +544,8 @@ impl QemuMirrorStorage {
         // Source: events first, then attach to or start the mirror.
         self.watch(OP).await?;
         if let Some(job) = self.active_job(OP).await? {
-            if job.ready {
+            // The write-blocking restart only exists once the bulk copy was READY.
+            if job.ready || job.id == self.sync_job {
                 self.emit(StorageEvent::Ready);
             }
             return Ok(());
@@ -748,5 +761,60 @@ mod tests {
         let job = "j".repeat(MAX_NODE_NAME - "-target".len());
         assert_eq!(target_node_name(&job), format!("{job}-target"));
         assert!(target_node_name(&format!("{job}j")).starts_with("migroute-t-"));
+    }
+
+    fn event(name: &str, data: Value) -> Event {
+        Event {
+            name: name.into(),
+            data,
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn only_the_background_jobs_ready_is_reported() {
+        let never = |_: &str| false;
+        let ready = |id: &str| event("BLOCK_JOB_READY", json!({"device": id}));
+        assert_eq!(
+            storage_event(&ready("m"), "m", "m-sync", never),
+            Some(StorageEvent::Ready)
+        );
+        // The write-blocking restart (QEMU 7.2) is READY at once: not a second Ready.
+        assert_eq!(storage_event(&ready("m-sync"), "m", "m-sync", never), None);
+        assert_eq!(storage_event(&ready("other"), "m", "m-sync", never), None);
+    }
+
+    #[test]
+    fn job_ends_fail_unless_the_driver_ended_them() {
+        let cancelled = |id: &str| event("BLOCK_JOB_CANCELLED", json!({"device": id}));
+        let ours = |j: &str| j == "m";
+        assert_eq!(storage_event(&cancelled("m"), "m", "m-sync", ours), None);
+        assert!(matches!(
+            storage_event(&cancelled("m-sync"), "m", "m-sync", ours),
+            Some(StorageEvent::Failed { .. })
+        ));
+        let failed = event(
+            "BLOCK_JOB_COMPLETED",
+            json!({"device": "m", "error": "Input/output error"}),
+        );
+        assert_eq!(
+            storage_event(&failed, "m", "m-sync", ours),
+            Some(StorageEvent::Failed {
+                error: "mirror job m: Input/output error".into()
+            })
+        );
+        let ignored = event(
+            "BLOCK_JOB_ERROR",
+            json!({"device": "m", "operation": "write", "action": "ignore"}),
+        );
+        assert_eq!(storage_event(&ignored, "m", "m-sync", ours), None);
+        let stopped = event(
+            "BLOCK_JOB_ERROR",
+            json!({"device": "m-sync", "operation": "write", "action": "report"}),
+        );
+        assert!(matches!(
+            storage_event(&stopped, "m", "m-sync", ours),
+            Some(StorageEvent::Failed { .. })
+        ));
     }
 }
