@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -198,6 +199,18 @@ impl Lab {
             synchronous_writes: false,
             tls: false,
             poll_interval: Duration::from_millis(200),
+        }
+    }
+
+    /// The way back, B → A, otherwise as [`Lab::config`].
+    fn config_back(&self, bandwidth_mib_s: Option<u64>) -> LibvirtConfig {
+        LibvirtConfig {
+            source_uri: self.lv_b.uri(),
+            destination_uri: self.lv_a.uri(),
+            peer_uri: Some(Libvirtd::tcp_uri(A_WAN)),
+            migrate_uri: Some(format!("tcp://{A_WAN}")),
+            listen_address: Some(A_WAN.into()),
+            ..self.config(bandwidth_mib_s)
         }
     }
 
@@ -405,5 +418,272 @@ async fn a_new_driver_attaches_to_a_migration_left_running() {
             || ping(&lab.site_b),
         );
     });
+    drop(lab);
+}
+
+/// The guest writer's records: 512-byte `migroute-seq N` blocks in the first 2048
+/// sectors (sector N mod 2048), see labs/kvm/build-guest.sh.
+const RECORDS: usize = 2048;
+
+/// `(wr_req, wr_total_times ns)` of the guest's disk at the libvirtd at `uri`, `None`
+/// once the domain is not running there.
+fn write_stats(uri: &str) -> Option<(u64, u64)> {
+    let out = Command::new("virsh")
+        .args(["-q", "-c", uri, "domblkstat", GUEST, "vda"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.nth(1) == Some(name)).then(|| w.next()?.parse().ok())?
+        })
+    };
+    Some((field("wr_req")?, field("wr_total_times")?))
+}
+
+/// Mean guest write latency between two samples of [`write_stats`], and the writes.
+fn mean_write(from: (u64, u64), to: (u64, u64)) -> (Duration, u64) {
+    let n = to.0.saturating_sub(from.0);
+    let ns = to.1.saturating_sub(from.1);
+    (Duration::from_nanos(ns.checked_div(n).unwrap_or(0)), n)
+}
+
+/// Samples [`write_stats`] at the source every 200 ms until stopped; keeps the last
+/// sample taken while the guest still ran there (the end of the migration).
+struct WriteSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<(u64, u64)>>>,
+}
+
+impl WriteSampler {
+    fn start(uri: String) -> WriteSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut last = None;
+            while !flag.load(Ordering::Relaxed) {
+                last = write_stats(&uri).or(last);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            last
+        });
+        WriteSampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Option<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok()).flatten()
+    }
+}
+
+impl Drop for WriteSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The raw contents of the guest's qcow2 at `lv` (`-U`: the running side's QEMU holds
+/// it; the caller has paused that guest, and QEMU flushes when it stops a guest).
+fn disk_contents(lv: &Libvirtd, dir: &Path) -> Vec<u8> {
+    let raw = dir.join("contents.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-U", "-f", "qcow2", "-O", "raw"])
+        .arg(lv.host_path(Path::new(DISK)).expect("disk path"))
+        .arg(&raw));
+    let bytes = std::fs::read(&raw).expect("read raw");
+    let _ = std::fs::remove_file(&raw);
+    bytes
+}
+
+/// The record in a sector of the guest writer's area (0 for an empty sector).
+fn record(sector: &[u8]) -> u64 {
+    if sector.iter().all(|&b| b == 0) {
+        return 0;
+    }
+    let text = String::from_utf8_lossy(&sector[..30]);
+    text.strip_prefix("migroute-seq ")
+        .and_then(|t| t.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("no record: {text:?}"))
+}
+
+/// Checks that the disk the guest runs on (`now`) is the one it left (`left`) plus only
+/// later writes: outside the writer's records byte-identical, and every record sector
+/// either identical or holding a newer record (written after the resume, or still in
+/// the guest's page cache at the switch). Returns how many records are newer and the
+/// last record on `left`.
+fn assert_extends(left: &[u8], now: &[u8]) -> (usize, u64) {
+    assert_eq!(left.len(), now.len(), "disk sizes differ");
+    let split = RECORDS * 512;
+    assert!(
+        left[split..] == now[split..],
+        "the disks differ outside the guest's records"
+    );
+    let mut newer = 0;
+    let mut last = 0;
+    for (i, (a, b)) in left[..split]
+        .chunks(512)
+        .zip(now[..split].chunks(512))
+        .enumerate()
+    {
+        let (ra, rb) = (record(a), record(b));
+        last = last.max(ra);
+        if a != b {
+            assert!(rb > ra, "sector {i}: record {ra} became {rb}");
+            newer += 1;
+        }
+    }
+    (newer, last)
+}
+
+/// Turns on libvirtd's debug log of its QEMU monitor traffic (through its admin
+/// socket), so the commands it sent can be checked afterwards.
+fn log_monitor_traffic(lv: &Libvirtd) {
+    let admin = lv
+        .host_path(Path::new("/run/libvirt/libvirt-admin-sock"))
+        .expect("admin socket");
+    let uri = format!("libvirtd:///system?socket={}", admin.display());
+    for args in [
+        ["daemon-log-filters", "1:qemu.qemu_monitor"],
+        ["daemon-log-outputs", "1:file:/var/log/libvirt/libvirtd.log"],
+    ] {
+        run(Command::new("virt-admin").args(["-c", &uri]).args(args));
+    }
+}
+
+/// The `blockdev-mirror` commands libvirtd sent QEMU, from its log.
+fn mirror_commands(lv: &Libvirtd) -> Vec<String> {
+    let log = lv
+        .host_path(Path::new("/var/log/libvirt/libvirtd.log"))
+        .expect("log path");
+    let mut commands: Vec<String> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"execute\":\"blockdev-mirror\""))
+        .map(|l| {
+            let start = l.find("{\"execute\"").unwrap_or(0);
+            l[start..].to_owned()
+        })
+        .collect();
+    // libvirtd logs each command twice (sent message and its JSON).
+    commands.sort();
+    commands.dedup();
+    commands
+}
+
+/// One move with its checks: the guest's mean write latency before and during it, the
+/// mirror commands libvirt sent, and the disk left behind against the one it runs on.
+struct Move {
+    idle: (Duration, u64),
+    during: (Duration, u64),
+    took: Duration,
+    mirrors: Vec<String>,
+    newer: usize,
+    last_record: u64,
+}
+
+async fn move_and_check(
+    lab: &Lab,
+    config: LibvirtConfig,
+    (from, to): (&Libvirtd, &Libvirtd),
+    test: &str,
+) -> Result<Move, HypervisorError> {
+    tokio::task::block_in_place(|| log_monitor_traffic(from));
+    let t0 = write_stats(&from.uri()).expect("guest runs at the source");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t1 = write_stats(&from.uri()).expect("guest runs at the source");
+    let sampler = WriteSampler::start(from.uri());
+    let hv = LibvirtHypervisor::new(config);
+    let (events, emit) = sink();
+    let t = Instant::now();
+    let result = within(hv.migrate(emit, ResumeImmediately)).await;
+    let took = t.elapsed();
+    let last = tokio::task::block_in_place(|| sampler.finish());
+    result?;
+    report(test, &hv, took);
+    assert_order(&events.lock().unwrap(), 1);
+    Ok(tokio::task::block_in_place(|| {
+        assert_eq!(Lab::state(to), "running");
+        assert_ne!(Lab::state(from), "running");
+        // The guest keeps writing at the destination: pause it, so its disk is
+        // quiescent; the source's QEMU is gone, its disk closed.
+        to.virsh(&["suspend", GUEST]).expect("suspend");
+        let now = disk_contents(to, &lab._dir);
+        let left = disk_contents(from, &lab._dir);
+        to.virsh(&["resume", GUEST]).expect("resume");
+        let (newer, last_record) = assert_extends(&left, &now);
+        Move {
+            idle: mean_write(t0, t1),
+            during: mean_write(t1, last.expect("write stats during the move")),
+            took,
+            mirrors: mirror_commands(from),
+            newer,
+            last_record,
+        }
+    }))
+}
+
+/// `synchronous_writes = true` against Debian 12's libvirt 9.0 and QEMU 7.2: libvirt
+/// accepts the flag and mirrors the disk write-blocking, the move completes, and the
+/// disk left behind is the one the guest runs on minus only its later writes. The way
+/// back without the flag is the comparison (latencies printed, not asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_writes_are_accepted_and_the_disk_arrives_whole() {
+    let _serial = SERIAL.lock().await;
+    if !can_run() {
+        return;
+    }
+    let lab = tokio::task::block_in_place(|| Lab::up("s"));
+    let mut sync = lab.config(Some(50));
+    sync.synchronous_writes = true;
+    let there = match move_and_check(&lab, sync, (&lab.lv_a, &lab.lv_b), "sync A→B").await {
+        Ok(m) => m,
+        Err(e) => panic!("libvirt refused or failed the synchronous-writes migration: {e}"),
+    };
+    let back = move_and_check(
+        &lab,
+        lab.config_back(Some(50)),
+        (&lab.lv_b, &lab.lv_a),
+        "background B→A",
+    )
+    .await
+    .expect("migration back succeeds");
+    for (name, m) in [("synchronous", &there), ("background", &back)] {
+        eprintln!(
+            "{name} writes: move {:.1} s; guest writes idle {:?} mean over {}, during the \
+             move {:?} mean over {}; {} records newer at the destination (last left behind \
+             {}); libvirt's mirror commands: {:?}",
+            m.took.as_secs_f64(),
+            m.idle.0,
+            m.idle.1,
+            m.during.0,
+            m.during.1,
+            m.newer,
+            m.last_record,
+            m.mirrors
+        );
+    }
+    assert!(there.last_record > 0 && back.last_record > there.last_record);
+    assert!(
+        !there.mirrors.is_empty(),
+        "no blockdev-mirror in libvirtd's log"
+    );
+    assert!(
+        there
+            .mirrors
+            .iter()
+            .all(|m| m.contains("\"copy-mode\":\"write-blocking\"")),
+        "libvirt did not mirror write-blocking: {:?}",
+        there.mirrors
+    );
+    assert!(
+        back.mirrors.iter().all(|m| !m.contains("write-blocking")),
+        "{:?}",
+        back.mirrors
+    );
     drop(lab);
 }

@@ -59,6 +59,7 @@ fn can_run() -> bool {
     }
     for tool in [
         "ip",
+        "tc",
         "unshare",
         "libvirtd",
         "virsh",
@@ -222,6 +223,12 @@ impl Lab {
             &format!("{B_WAN}/24"),
         )
         .expect("wan link");
+        // 200 Mbit/s towards B: the bulk copy of the 64 MiB disk takes about 3 s, long
+        // enough for the guest to write during it.
+        run(site_a.command("tc").args([
+            "qdisc", "add", "dev", "wan0", "root", "tbf", "rate", "200mbit", "burst", "32kbit",
+            "latency", "50ms",
+        ]));
         let lv = Libvirtd::start(&site_a.netns, &dir.join("lv")).expect("libvirtd");
         let lab = Lab {
             qsd: None,
@@ -244,17 +251,10 @@ impl Lab {
         lab
     }
 
-    /// The guest's qcow2 with a pattern in every MiB after the first (the guest
-    /// writer's records go there), so the mirror's bulk copy moves the whole disk and a
-    /// misplaced block shows.
+    /// The guest's qcow2, holding [`pattern`].
     fn fill_source_image(&self) {
-        let mib = 1usize << 20;
-        let mut data = vec![0u8; DISK_MIB as usize * mib];
-        for (i, chunk) in data.chunks_mut(512).enumerate().skip(mib / 512) {
-            chunk.fill((i as u8).wrapping_mul(31) ^ (i >> 11) as u8 | 1);
-        }
         let raw = self.dir.join("pattern.raw");
-        std::fs::write(&raw, data).expect("pattern");
+        std::fs::write(&raw, pattern()).expect("pattern");
         run(Command::new("qemu-img")
             .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
             .arg(&raw)
@@ -368,6 +368,17 @@ impl Lab {
     }
 }
 
+/// The disk's initial contents: zeros where the guest writes its records, a pattern in
+/// every sector after them, so the mirror's bulk copy moves the whole disk and a
+/// misplaced block shows.
+fn pattern() -> Vec<u8> {
+    let mut data = vec![0u8; (DISK_MIB << 20) as usize];
+    for (i, sector) in data.chunks_mut(512).enumerate().skip(RECORDS) {
+        sector.fill((i as u8).wrapping_mul(31) ^ (i >> 11) as u8 | 1);
+    }
+    data
+}
+
 /// Bounds a driver call, so that a hang fails the test (and its guards clean up).
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(180), f)
@@ -471,12 +482,14 @@ async fn mirror_of_a_libvirt_guest_restarts_the_job_and_copies_the_disk() {
     let (events, mut rx) = sink();
     let mut seen = Vec::new();
 
+    let w0 = tokio::task::block_in_place(|| lab.writes());
     let t = Instant::now();
     within("start_async", driver.start_async(events))
         .await
         .expect("start_async");
     until(&mut rx, &mut seen, StorageEvent::Ready).await;
     let ready_after = t.elapsed();
+    let wrote_bulk = tokio::task::block_in_place(|| lab.writes()) - w0;
     let wrote_bg = tokio::task::block_in_place(|| {
         guest_keeps_writing(&lab, Duration::from_secs(2), "background")
     });
@@ -528,9 +541,9 @@ async fn mirror_of_a_libvirt_guest_restarts_the_job_and_copies_the_disk() {
         eprintln!(
             "libvirt QEMU 7.2, node {device}: switch method {method:?}; READY after {:.2} s; \
              guest paused {paused:?} for the switch; in sync {in_sync_after:?} after it; \
-             cutover {cutover_took:?}; guest writes in 2 s: {wrote_bg} background, \
-             {wrote_sync} write-blocking; last guest record {top}; sha256 source {src_sum}, \
-             destination {dst_sum}",
+             cutover {cutover_took:?}; guest writes: {wrote_bulk} during the bulk copy, \
+             in 2 s {wrote_bg} in background mode and {wrote_sync} write-blocking; last \
+             guest record {top}; sha256 source {src_sum}, destination {dst_sum}",
             ready_after.as_secs_f64()
         );
         assert_eq!(seen, [StorageEvent::Ready, StorageEvent::InSync]);
@@ -540,6 +553,11 @@ async fn mirror_of_a_libvirt_guest_restarts_the_job_and_copies_the_disk() {
             "QEMU 7.2 has no block-job-change"
         );
         assert!(top > 0, "no guest record on the disk");
+        assert!(
+            wrote_bulk > 0,
+            "the guest wrote nothing during the bulk copy"
+        );
+        assert!(src[RECORDS * 512..] == pattern()[RECORDS * 512..]);
         assert_eq!(src_sum, dst_sum, "destination differs from the source");
         assert!(src == dst);
     });
@@ -590,14 +608,19 @@ async fn abort_after_ready_leaves_the_libvirt_guest_and_its_disk_alone() {
         let wrote = guest_keeps_writing(&lab, Duration::from_secs(3), "after abort");
         // Paused, so QEMU has flushed the qcow2 and the check reads a quiescent image.
         lab.virsh(&["suspend", GUEST]);
-        let first = records(&raw_contents(&lab.source_image(), "qcow2", &lab.dir));
+        let disk = raw_contents(&lab.source_image(), "qcow2", &lab.dir);
+        let last = records(&disk);
+        assert!(
+            disk[RECORDS * 512..] == pattern()[RECORDS * 512..],
+            "the source disk changed outside the guest's records"
+        );
         let check = run(Command::new("qemu-img")
             .args(["check", "-U", "-f", "qcow2"])
             .arg(lab.source_image()));
         lab.virsh(&["resume", GUEST]);
         eprintln!(
             "abort after READY: guest {} and wrote {wrote} requests in 3 s after it; last \
-             record {first}; qemu-img check: {}",
+             record {last}; qemu-img check: {}",
             lab.state(),
             check.trim()
         );
