@@ -5,7 +5,10 @@
 //! the guest's tap, joined by a veth (192.168.77.1 ↔ .2) that carries libvirt's
 //! peer-to-peer connection, the memory stream and the NBD disk copy. The guest (Debian
 //! kernel + busybox initramfs, 10.10.0.5/24, writing to its disk all the time) starts
-//! at A; the driver moves it to B with its disk.
+//! at A; the driver moves it to B with its disk. With `synchronous_writes` (libvirt's
+//! `VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES`) it also checks, from libvirtd's monitor
+//! log, that libvirt mirrored the disk write-blocking, and that the disk left behind
+//! is the one the guest runs on minus only its later writes.
 //!
 //! Needs root, libvirt-daemon(-driver-qemu), libvirt-clients, qemu-utils,
 //! busybox-static and apt-get (the private QEMU and the guest kernel are fetched once
