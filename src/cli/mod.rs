@@ -6,6 +6,8 @@ pub mod bgp;
 pub mod bgp_speak;
 pub mod lab;
 pub mod libvirt_hook;
+#[cfg(feature = "libvirt")]
+pub mod libvirt_watch;
 pub mod migrate;
 pub mod orchestrator;
 pub mod probe;
@@ -49,6 +51,10 @@ pub enum Command {
     Lab(lab::LabCommand),
     /// libvirt's qemu hook: prepares both agents before an incoming migration.
     LibvirtHook(libvirt_hook::LibvirtHookArgs),
+    /// Beside libvirtd on a hypervisor host: switches both PEs over the instant a guest
+    /// pauses for its final copy (the one moment libvirt runs no hook at).
+    #[cfg(feature = "libvirt")]
+    LibvirtWatch(libvirt_watch::LibvirtWatchArgs),
     /// One planned migration from a plan file: agents, hypervisor, storage, in order.
     Migrate(migrate::MigrateArgs),
     /// The orchestrator as a service: plans posted over REST, SSE progress.
@@ -99,6 +105,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bgp(cmd) => bgp::run(cmd),
         Command::Lab(cmd) => lab::run(cmd),
         Command::LibvirtHook(args) => libvirt_hook::run(args),
+        #[cfg(feature = "libvirt")]
+        Command::LibvirtWatch(args) => libvirt_watch::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Orchestrator(args) => orchestrator::run(args),
         Command::Probe(cmd) => probe::run(cmd),

@@ -10,16 +10,21 @@
 //!   one. A migration that never got past `prepared` is aborted on both agents; one
 //!   that switched over is left to converge and tear itself down.
 //!
-//! libvirt has no hook at the instant the guest resumes, so switchover and announce
-//! come from the destination agent hearing the guest's RARP announcement (`detect_vm`
-//! in the agent's config). Which domains take part, and with which host routes, is in
-//! the domain's own XML ([`domain::NAMESPACE`] metadata), so that the prefixes travel
+//! libvirt has no hook at the instant the guest pauses or resumes. With the hook
+//! alone, switchover and announce come from the destination agent hearing the guest's
+//! RARP announcement (`detect_vm` in the agent's config), after the resume; with
+//! `migroute libvirt-watch` running beside libvirtd (module `watch`), both PEs switch over
+//! while the guest is paused, and the RARP only announces.
+//!
+//! Which domains take part, and with which host routes, is in the domain's own XML ([`domain::NAMESPACE`] metadata), so that the prefixes travel
 //! with the VM from host to host.
 
 pub mod config;
 pub mod domain;
 pub mod event;
 pub mod run;
+#[cfg(feature = "libvirt")]
+pub mod watch;
 
 pub use domain::Domain;
 pub use event::HookEvent;

@@ -81,8 +81,8 @@ struct Remembered {
 /// The hook bound to its configuration and both agents.
 pub struct Hook {
     config: HookConfig,
-    local: HttpAgent,
-    peer: HttpAgent,
+    pub(super) local: HttpAgent,
+    pub(super) peer: HttpAgent,
 }
 
 impl Hook {
@@ -163,7 +163,9 @@ impl Hook {
             return Ok(Outcome::Nothing);
         };
         let outcome = match self.local.status(&mid).await {
-            Ok(s) if s.phase != Phase::Prepared => Outcome::LeftToConverge { id, phase: s.phase },
+            Ok(s) if !matches!(s.phase, Phase::Prepared | Phase::Aborting | Phase::Aborted) => {
+                Outcome::LeftToConverge { id, phase: s.phase }
+            }
             // Never switched over (or unknown here): the VM never ran behind this
             // migration's tunnel; undo both sides.
             _ => {

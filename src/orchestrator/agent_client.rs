@@ -8,9 +8,10 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use migroute_orchestration::drivers::{AgentError, AgentOp, AgentStatus, PeAgent};
-use migroute_orchestration::pe::{MigrationId, MigrationSpec};
+use migroute_orchestration::drivers::{AgentError, AgentOp, AgentStatus, PeAgent, LIST_PATH};
+use migroute_orchestration::pe::{MigrationId, MigrationSpec, Phase, Role};
 use reqwest::{Method, StatusCode};
+use serde::Deserialize;
 use thiserror::Error;
 
 /// Per-call deadline unless the caller sets one: an agent answers from its journal and
@@ -65,6 +66,19 @@ pub fn read_token(path: &Path) -> Result<String, ClientError> {
     Ok(token.to_owned())
 }
 
+/// One entry of `GET /v1/migrations`, the fields a client needs to pick a migration.
+// Only `libvirt-watch` (feature `libvirt`) lists migrations.
+#[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ListedMigration {
+    /// The migration.
+    pub id: MigrationId,
+    /// Its phase on that PE.
+    pub phase: Phase,
+    /// That PE's side of the move.
+    pub role: Role,
+}
+
 /// One agent's REST client.
 #[derive(Debug, Clone)]
 pub struct HttpAgent {
@@ -110,8 +124,33 @@ impl HttpAgent {
         id: &MigrationId,
         body: Option<&MigrationSpec>,
     ) -> Result<(StatusCode, bytes_body::Body), AgentError> {
+        self.send(op, &op.path(id), body).await
+    }
+
+    /// `GET /v1/migrations`: every migration the agent knows, with its phase and this
+    /// PE's role (for `libvirt-watch`, which knows a VM but not its migration's id).
+    #[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
+    pub async fn list(&self) -> Result<Vec<ListedMigration>, AgentError> {
+        let op = AgentOp::List;
+        let (status, body) = self.send(op, LIST_PATH, None).await?;
+        if !status.is_success() {
+            return Err(self.rejected(op, status, &body));
+        }
+        serde_json::from_slice(&body.0).map_err(|e| AgentError::Decode {
+            url: self.base.clone(),
+            op,
+            reason: e.to_string(),
+        })
+    }
+
+    async fn send(
+        &self,
+        op: AgentOp,
+        path: &str,
+        body: Option<&MigrationSpec>,
+    ) -> Result<(StatusCode, bytes_body::Body), AgentError> {
         let method = Method::from_bytes(op.method().as_bytes()).unwrap_or(Method::GET);
-        let url = format!("{}{}", self.base, op.path(id));
+        let url = format!("{}{path}", self.base);
         let mut req = self.client.request(method, &url).timeout(self.timeout);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);

@@ -27,7 +27,9 @@ use migroute_labs::kvm::{
 use migroute_labs::scenario::{Direction, DiskReport, ScenarioError, Site, Window};
 use migroute_labs::Lab;
 
-use super::kvm_hook::{install_hook, virsh_migrate, HookSetup, QemuEvents, VirshMigration};
+use super::kvm_hook::{
+    install_hook, virsh_migrate, HookSetup, QemuEvents, VirshMigration, WatchProcess,
+};
 
 /// The guest's disk inside each libvirtd's mount namespace.
 const DISK: &str = "/var/lib/libvirt/images/vm.qcow2";
@@ -49,6 +51,9 @@ fn fail(why: String) -> ScenarioError {
 
 /// The two libvirtds and the guest.
 pub struct KvmGuest {
+    /// `migroute libvirt-watch` beside each libvirtd (with the hook), stopped before
+    /// the libvirtds it watches.
+    watches: Vec<WatchProcess>,
     site: Site,
     lv_a: Libvirtd,
     lv_b: Libvirtd,
@@ -83,6 +88,13 @@ impl KvmGuest {
         }
         let lv_a = Libvirtd::start(&lab.netns(&site.dc_a)?, &inst_a)?;
         let lv_b = Libvirtd::start(&lab.netns(&site.dc_b)?, &inst_b)?;
+        let watches = match &hook {
+            Some(h) => vec![
+                WatchProcess::start(h, &h.a, &lv_a)?,
+                WatchProcess::start(h, &h.b, &lv_b)?,
+            ],
+            None => Vec::new(),
+        };
         let hook = match hook {
             Some(h) => Some((h, QemuEvents::follow(&lv_a)?, QemuEvents::follow(&lv_b)?)),
             None => None,
@@ -94,6 +106,7 @@ impl KvmGuest {
             at_b: false,
             dir: dir.to_owned(),
             hook,
+            watches,
         };
         for lv in [&guest.lv_a, &guest.lv_b] {
             let disk = guest.host_disk(lv)?;
@@ -244,9 +257,13 @@ kind = "libvirt-copy"
             .iter()
             .map(|s| {
                 format!(
-                    "hook at dc-{}:\n{}",
+                    "hook at dc-{}:\n{}\nlibvirt-watch at dc-{}:\n{}",
                     s.name,
-                    std::fs::read_to_string(h.log(s)).unwrap_or_default().trim()
+                    std::fs::read_to_string(h.log(s)).unwrap_or_default().trim(),
+                    s.name,
+                    std::fs::read_to_string(h.watch_log(s))
+                        .unwrap_or_default()
+                        .trim()
                 )
             })
             .collect::<Vec<_>>()
@@ -346,6 +363,8 @@ kind = "libvirt-copy"
 
     /// Stops both libvirtds (destroying the guest if it still runs).
     pub fn stop(&mut self) {
+        // The watches first: they would only log the libvirtds going away.
+        self.watches.clear();
         self.lv_a.stop();
         self.lv_b.stop();
     }

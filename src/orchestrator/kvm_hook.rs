@@ -66,6 +66,16 @@ impl HookSetup {
     pub fn log(&self, site: &HookSite) -> PathBuf {
         self.dir.join(format!("hook-{}.log", site.name))
     }
+
+    /// Where a site's `libvirt-watch` writes what it logs.
+    pub fn watch_log(&self, site: &HookSite) -> PathBuf {
+        self.dir.join(format!("watch-{}.log", site.name))
+    }
+
+    /// A site's hook configuration (the watch reads the same file).
+    pub fn config(&self, site: &HookSite) -> PathBuf {
+        self.dir.join(format!("hook-{}.toml", site.name))
+    }
 }
 
 /// Writes `site`'s hook config and `/etc/libvirt/hooks/qemu` under the libvirtd
@@ -81,7 +91,7 @@ pub fn install_hook(
             source,
         })
     };
-    let config = setup.dir.join(format!("hook-{}.toml", site.name));
+    let config = setup.config(site);
     write(
         &config,
         &format!(
@@ -140,6 +150,81 @@ converge_timeout_ms = 30000
             source,
         }
     })
+}
+
+/// `migroute libvirt-watch` beside one site's libvirtd, in its PE's namespace like the
+/// hook (packaging/migroute-libvirt-watch.service on a real host). Killed on drop.
+pub struct WatchProcess {
+    child: Child,
+}
+
+impl WatchProcess {
+    /// How long the watch may take to connect to its libvirtd.
+    const READY: Duration = Duration::from_secs(20);
+
+    /// Starts it and waits until it watches.
+    pub fn start(
+        setup: &HookSetup,
+        site: &HookSite,
+        lv: &Libvirtd,
+    ) -> Result<WatchProcess, ScenarioError> {
+        let log_path = setup.watch_log(site);
+        let log = std::fs::File::create(&log_path).map_err(|source| ScenarioError::Write {
+            path: log_path.clone(),
+            source,
+        })?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", site.pe_netns))
+            .arg(&setup.exe)
+            .args(["libvirt-watch", "--uri", &lv.uri(), "--config"])
+            .arg(setup.config(site))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| fail(format!("migroute libvirt-watch: {e}")))?;
+        let mut watch = WatchProcess { child };
+        let deadline = Instant::now() + Self::READY;
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains("watching libvirt domains") {
+                return Ok(watch);
+            }
+            if let Ok(Some(status)) = watch.child.try_wait() {
+                return Err(fail(format!(
+                    "libvirt-watch at dc-{} exited ({status}):\n{text}",
+                    site.name
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(fail(format!(
+                    "libvirt-watch at dc-{} not watching after {:?}:\n{text}",
+                    site.name,
+                    Self::READY
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WatchProcess {
+    fn drop(&mut self) {
+        // SIGTERM first: the watch logs its stop; then make sure.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// One QEMU monitor event as `virsh qemu-monitor-event` prints it.
@@ -370,11 +455,13 @@ pub const HOOK_PATH: [&str; 5] = [
 /// - `preparing`: `virsh migrate` started → both agents prepared (by the hook);
 /// - `migrating`: → QEMU's STOP at the source (libvirt copies disk, then memory);
 /// - `pause`: STOP → RESUME at the destination;
-/// - `switching-over`: the destination heard the guest (and switched over) → the
-///   source's override in place. The source's own `switched-over` is stamped when the
-///   call arrives, before its journal commit and netlink; its `announced` comes from
-///   the destination's next call, sent once the switchover call returned, so it is
-///   the first stamp after the override is in the kernel;
+/// - `switching-over`: the first agent switched over → the source's override surely
+///   in place. With `libvirt-watch` both switch over in the pause, the source first;
+///   with the hook alone, the destination when it hears the guest. The source's
+///   `switched-over` is stamped when the call arrives, before its journal commit and
+///   netlink; its `announced` comes from the destination's call sent after it heard
+///   the guest and after any switchover call returned, so it is the first stamp
+///   known to follow the override into the kernel;
 /// - `announcing`: the destination announced → it started converging;
 /// - `converging`: the source converging → torn down.
 ///
@@ -409,11 +496,11 @@ pub fn hook_record(
     let prepared = at(src, "prepared").max(at(dst, "prepared"));
     push("preparing", Some(mv.started_unix_ns), prepared);
     push("migrating", prepared, Some(pause.start_unix_ns));
-    push(
-        "switching-over",
-        at(dst, "switched-over"),
-        at(src, "announced"),
-    );
+    let first_switched = [at(src, "switched-over"), at(dst, "switched-over")]
+        .into_iter()
+        .flatten()
+        .min();
+    push("switching-over", first_switched, at(src, "announced"));
     push("announcing", at(dst, "announced"), at(dst, "converging"));
     push("converging", at(src, "converging"), at(src, "torn-down"));
     phases.sort_by_key(|p| p.window.start_unix_ns);
@@ -521,6 +608,29 @@ mod tests {
         // Without a FIB event there is no announce figure.
         let r = hook_record(&mv, pause, &src, &dst, None);
         assert_eq!(r.announce_to_ingress_fib_ms, None);
+
+        // With libvirt-watch the source switches over in the pause, before the
+        // destination hears the guest: the phase starts there.
+        let src = t(&[
+            ("prepared", 1040),
+            ("switched-over", 2510),
+            ("announced", 2536),
+        ]);
+        let dst = t(&[
+            ("prepared", 1035),
+            ("switched-over", 2511),
+            ("announced", 2533),
+        ]);
+        let r = hook_record(&mv, pause, &src, &dst, None);
+        let p = r
+            .phases
+            .iter()
+            .find(|p| p.name == "switching-over")
+            .unwrap();
+        assert_eq!(
+            (p.window.start_unix_ns / ms, p.window.end_unix_ns / ms),
+            (2510, 2536)
+        );
     }
 
     #[test]

@@ -7,6 +7,9 @@ use std::fmt;
 use std::future::Future;
 use thiserror::Error;
 
+/// Where [`AgentOp::List`] goes.
+pub const LIST_PATH: &str = "/v1/migrations";
+
 /// One call of the agent API. Kept here (not in the HTTP client) so the client, its
 /// errors and the tests agree on methods and paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,6 +27,8 @@ pub enum AgentOp {
     Abort,
     /// `GET /v1/migrations/{id}`.
     Status,
+    /// `GET /v1/migrations`: every migration the agent knows.
+    List,
 }
 
 impl AgentOp {
@@ -31,16 +36,17 @@ impl AgentOp {
     pub fn method(self) -> &'static str {
         match self {
             AgentOp::Prepare => "PUT",
-            AgentOp::Status => "GET",
+            AgentOp::Status | AgentOp::List => "GET",
             _ => "POST",
         }
     }
 
     /// The path below the agent's base URL. `id` is safe in a path: migration ids are
-    /// `[A-Za-z0-9._-]` only.
+    /// `[A-Za-z0-9._-]` only. [`AgentOp::List`] names no migration and ignores it.
     pub fn path(self, id: &MigrationId) -> String {
         let base = format!("/v1/migrations/{id}");
         match self {
+            AgentOp::List => LIST_PATH.into(),
             AgentOp::Prepare | AgentOp::Status => base,
             AgentOp::Switchover => base + "/switchover",
             AgentOp::Announce => base + "/announce",
@@ -59,6 +65,7 @@ impl fmt::Display for AgentOp {
             AgentOp::Complete => "complete",
             AgentOp::Abort => "abort",
             AgentOp::Status => "status",
+            AgentOp::List => "list",
         })
     }
 }

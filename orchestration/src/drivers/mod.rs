@@ -48,7 +48,7 @@ pub mod qemu_mirror;
 pub mod qmp;
 mod storage;
 
-pub use agent::{AgentError, AgentOp, AgentStatus, PeAgent};
+pub use agent::{AgentError, AgentOp, AgentStatus, PeAgent, LIST_PATH};
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub use drbd::DrbdStorage;

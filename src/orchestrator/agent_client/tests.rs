@@ -17,6 +17,15 @@ fn authorized(h: &HeaderMap) -> bool {
 async fn serve() -> String {
     let app = Router::new()
         .route(
+            "/v1/migrations",
+            get(|| async {
+                Json(json!([
+                    {"id": "m1", "phase": "prepared", "role": "source", "prefixes": ["10.10.0.5/32"]},
+                    {"id": "m2", "phase": "torn-down", "role": "destination"},
+                ]))
+            }),
+        )
+        .route(
             "/v1/migrations/m1",
             get(|h: HeaderMap| async move {
                 if !authorized(&h) {
@@ -85,6 +94,17 @@ async fn maps_http_outcomes_to_agent_errors() {
     agent.prepare(&id, &spec()).await.unwrap();
     let st = agent.status(&id).await.unwrap();
     assert_eq!((st.id.as_str(), st.phase), ("m1", Phase::SwitchedOver));
+    let listed = agent.list().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| (m.id.as_str(), m.phase, m.role))
+            .collect::<Vec<_>>(),
+        [
+            ("m1", Phase::Prepared, Role::Source),
+            ("m2", Phase::TornDown, Role::Destination)
+        ]
+    );
     // 404 on abort: never prepared there, nothing to undo.
     agent.abort(&id).await.unwrap();
 

@@ -41,7 +41,9 @@ impl Lifecycle {
     pub fn from_libvirt(event: i32, detail: i32) -> Self {
         let (event, detail) = (event as u32, detail as u32);
         match event {
-            sys::VIR_DOMAIN_EVENT_SUSPENDED if detail == sys::VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED => {
+            sys::VIR_DOMAIN_EVENT_SUSPENDED
+                if detail == sys::VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED =>
+            {
                 Lifecycle::SuspendedForMigration
             }
             sys::VIR_DOMAIN_EVENT_RESUMED => Lifecycle::Resumed {
@@ -112,11 +114,13 @@ impl HostWatch {
         ffi::ensure_event_loop().map_err(connect)?;
         let conn = Connect::open(Some(uri)).map_err(|e| connect(e.to_string()))?;
         let (tx, events) = mpsc::channel();
-        let registration = ffi::register(&conn, EventId::Lifecycle, Side::Source, tx)
-            .map_err(|reason| WatchError::Call {
-                uri: uri.to_owned(),
-                what: "event registration",
-                reason,
+        let registration =
+            ffi::register(&conn, EventId::Lifecycle, Side::Source, tx).map_err(|reason| {
+                WatchError::Call {
+                    uri: uri.to_owned(),
+                    what: "event registration",
+                    reason,
+                }
             })?;
         Ok(HostWatch {
             uri: uri.to_owned(),
@@ -171,7 +175,9 @@ impl HostWatch {
             Err(e) if e.code() as i32 == super::session::ERR_NO_DOMAIN => return Ok(None),
             Err(e) => return Err(call("domain lookup", e)),
         };
-        dom.get_xml_desc(0).map(Some).map_err(|e| call("domain XML", e))
+        dom.get_xml_desc(0)
+            .map(Some)
+            .map_err(|e| call("domain XML", e))
     }
 
     /// Names of the domains that run now (to learn their XML at start-up).
