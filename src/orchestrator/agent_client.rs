@@ -133,8 +133,18 @@ impl HttpAgent {
     pub async fn list(&self) -> Result<Vec<ListedMigration>, AgentError> {
         let op = AgentOp::List;
         let (status, body) = self.send(op, LIST_PATH, None).await?;
+        self.decode(op, status, &body)
+    }
+
+    /// A successful answer's JSON body, or the error naming the call.
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        op: AgentOp,
+        status: StatusCode,
+        body: &bytes_body::Body,
+    ) -> Result<T, AgentError> {
         if !status.is_success() {
-            return Err(self.rejected(op, status, &body));
+            return Err(self.rejected(op, status, body));
         }
         serde_json::from_slice(&body.0).map_err(|e| AgentError::Decode {
             url: self.base.clone(),
@@ -267,14 +277,7 @@ impl PeAgent for HttpAgent {
     async fn status(&self, id: &MigrationId) -> Result<AgentStatus, AgentError> {
         let op = AgentOp::Status;
         let (status, body) = self.call(op, id, None).await?;
-        if !status.is_success() {
-            return Err(self.rejected(op, status, &body));
-        }
-        serde_json::from_slice(&body.0).map_err(|e| AgentError::Decode {
-            url: self.base.clone(),
-            op,
-            reason: e.to_string(),
-        })
+        self.decode(op, status, &body)
     }
 }
 
