@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use migroute_labs::preflight::{self, Preflight};
+
 const TOKEN: &str = "schemathesis-token-0123456789";
 
 fn sh(args: &[&str]) -> Option<std::process::Output> {
@@ -21,30 +23,16 @@ fn succeeds(args: &[&str]) -> bool {
     sh(args).is_some_and(|o| o.status.success())
 }
 
-fn skip(why: &str) -> bool {
-    if std::env::var_os("CI").is_some() {
-        panic!("agent_schemathesis: {why} (CI is set)");
-    }
-    eprintln!("SKIPPED: agent_schemathesis: {why}");
-    false
-}
-
 fn can_run() -> bool {
-    if !sh(&["id", "-u"]).is_some_and(|o| o.stdout.starts_with(b"0\n")) {
-        return skip("needs root");
-    }
-    if !succeeds(&["ip", "-V"]) {
-        return skip("needs iproute2");
-    }
-    if !succeeds(&["schemathesis", "--version"]) {
-        return skip("schemathesis is not installed (pip install 'schemathesis==4.32.5')");
-    }
-    let probe = format!("mrstx{}", std::process::id());
-    let vxlan = succeeds(&[
-        "ip", "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
-    ]);
-    let _ = sh(&["ip", "link", "del", &probe]);
-    vxlan || skip("kernel lacks vxlan")
+    Preflight::new("agent_schemathesis")
+        .root()
+        .tools(&["ip"])
+        .check(|| {
+            (!succeeds(&["schemathesis", "--version"]))
+                .then(|| "schemathesis (pip install 'schemathesis==4.32.5')".to_string())
+        })
+        .check(preflight::vxlan)
+        .ready()
 }
 
 /// Whether the kernel can make GRE links: the fuzzer asks for GRE tunnels too.

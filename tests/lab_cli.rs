@@ -5,37 +5,20 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use migroute_labs::preflight::Preflight;
+
 const BIN: &str = env!("CARGO_BIN_EXE_migroute");
 
 fn can_run() -> bool {
-    let mut missing = Vec::new();
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default();
-    if String::from_utf8_lossy(&uid).trim() != "0" {
-        missing.push("root");
-    }
-    for p in [
-        "/usr/lib/frr/zebra",
-        "/usr/lib/frr/bgpd",
-        "/usr/bin/vtysh",
-        "/usr/sbin/ip",
-    ] {
-        if !Path::new(p).exists() {
-            missing.push(p);
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("lab CLI test needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI must have every prerequisite)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
+    Preflight::new("lab CLI test")
+        .root()
+        .files(&[
+            "/usr/lib/frr/zebra",
+            "/usr/lib/frr/bgpd",
+            "/usr/bin/vtysh",
+            "/usr/sbin/ip",
+        ])
+        .ready()
 }
 
 fn migroute(args: &[&str]) -> std::process::Output {

@@ -35,6 +35,7 @@ use migroute_labs::kvm::{
     domain_xml, ensure_guest, ensure_qemu, link_sites, with_migroute_metadata, Accel, GuestSpec,
     Libvirtd, Site,
 };
+use migroute_labs::preflight::{self, on_path, Preflight};
 use serde_json::Value;
 
 const GUEST: &str = "mghook";
@@ -50,38 +51,16 @@ const TABLE: &str = "4245";
 /// One lab at a time: each runs two libvirtds and an emulated guest on a small machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn on_path(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(tool))
-            .find(|f| f.exists())
-    })
-}
-
 fn can_run(test: &str) -> bool {
-    if !agent_lab::can_run(test) {
-        return false;
-    }
-    let mut missing: Vec<String> = [
-        "unshare", "nsenter", "libvirtd", "virsh", "qemu-img", "apt-get", "dpkg", "gzip", "ping",
-        "bash",
-    ]
-    .into_iter()
-    .filter(|t| on_path(t).is_none())
-    .map(str::to_owned)
-    .collect();
-    if !Path::new("/bin/busybox").exists() {
-        missing.push("busybox-static".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("{test} needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI must have every prerequisite)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
+    Preflight::new(test)
+        .root()
+        .tools(&[
+            "ip", "unshare", "nsenter", "libvirtd", "virsh", "qemu-img", "apt-get", "dpkg", "gzip",
+            "ping", "bash",
+        ])
+        .package("busybox-static", "/bin/busybox")
+        .check(preflight::vxlan)
+        .ready()
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use migroute_labs::preflight::{self, Preflight};
 use migroute_labs::{Lab, Topology};
 use serde_json::Value;
 
@@ -28,49 +29,14 @@ const FRR: &[&str] = &[
     "/usr/lib/frr/ospf6d",
 ];
 
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-        .unwrap_or(false)
-}
-
-/// Root, iproute2, VXLAN and FRR: or SKIPPED (a panic under CI).
+/// Root, iproute2, FRR and VXLAN: or SKIPPED (a panic under CI).
 fn can_run(test: &str) -> bool {
-    let why = if !sh(&["id", "-u"]).stdout.starts_with(b"0\n") {
-        Some("needs root".to_string())
-    } else if !on_path("ip") || !on_path("vtysh") {
-        Some("needs iproute2 and vtysh".to_string())
-    } else if let Some(missing) = FRR.iter().find(|p| !Path::new(p).exists()) {
-        Some(format!("needs FRR ({missing})"))
-    } else {
-        // Probed once per process: tests of this binary run in parallel, and the kernel
-        // refuses a second VXLAN with the same VNI and port in one namespace.
-        static VXLAN_OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let vxlan_ok = *VXLAN_OK.get_or_init(|| {
-            let probe = format!("mroprobe{}", std::process::id() % 100_000);
-            let made = sh(&[
-                "ip", "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
-            ]);
-            let _ = sh(&["ip", "link", "del", &probe]);
-            made.status.success()
-        });
-        (!vxlan_ok).then(|| "kernel lacks vxlan".to_string())
-    };
-    match why {
-        None => true,
-        Some(why) if std::env::var_os("CI").is_some() => panic!("{test}: {why} (CI is set)"),
-        Some(why) => {
-            eprintln!("SKIPPED: {test}: {why}");
-            false
-        }
-    }
+    Preflight::new(test)
+        .root()
+        .tools(&["ip", "vtysh"])
+        .files(FRR)
+        .check(preflight::vxlan)
+        .ready()
 }
 
 /// The shipped topology under a unique name, its daemon configs referenced by absolute

@@ -30,6 +30,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use migroute_labs::preflight::{self, Preflight};
 use serde_json::Value;
 
 const FRR: &[&str] = &[
@@ -38,66 +39,25 @@ const FRR: &[&str] = &[
     "/usr/lib/frr/ospfd",
 ];
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-        .unwrap_or(false)
-}
-
 fn can_run(test: &str) -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false);
-    let mut missing: Vec<String> = [
-        "ip",
-        "vtysh",
-        "libvirtd",
-        "virsh",
-        "qemu-img",
-        "apt-get",
-        "dpkg",
-        "gzip",
-        "unshare",
-        "sha256sum",
-    ]
-    .into_iter()
-    .filter(|t| !on_path(t))
-    .map(str::to_owned)
-    .collect();
-    missing.extend(
-        FRR.iter()
-            .filter(|p| !Path::new(p).exists())
-            .map(|p| p.to_string()),
-    );
-    if !Path::new("/bin/busybox").exists() {
-        missing.push("busybox-static".into());
-    }
-    let why = if !root {
-        Some("needs root".to_string())
-    } else if !missing.is_empty() {
-        Some(format!("needs {}", missing.join(", ")))
-    } else {
-        let probe = format!("mrkprobe{}", std::process::id() % 10_000);
-        let made = Command::new("ip")
-            .args([
-                "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
-            ])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        let _ = Command::new("ip").args(["link", "del", &probe]).output();
-        (!made).then(|| "kernel lacks vxlan".to_string())
-    };
-    match why {
-        None => true,
-        Some(why) if std::env::var_os("CI").is_some() => panic!("{test}: {why} (CI is set)"),
-        Some(why) => {
-            eprintln!("SKIPPED: {test}: {why}");
-            false
-        }
-    }
+    Preflight::new(test)
+        .root()
+        .tools(&[
+            "ip",
+            "vtysh",
+            "libvirtd",
+            "virsh",
+            "qemu-img",
+            "apt-get",
+            "dpkg",
+            "gzip",
+            "unshare",
+            "sha256sum",
+        ])
+        .files(FRR)
+        .package("busybox-static", "/bin/busybox")
+        .check(preflight::vxlan)
+        .ready()
 }
 
 /// A private copy of `wan-migration-kvm` named `name`, brought down on drop.

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
+use migroute_labs::preflight::{self, Preflight};
 use serde_json::Value;
 
 const FRR: &[&str] = &[
@@ -29,51 +30,14 @@ const FRR: &[&str] = &[
     "/usr/lib/frr/ospfd",
 ];
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-        .unwrap_or(false)
-}
-
-/// Root, iproute2, VXLAN and FRR: or SKIPPED (a panic under CI).
+/// Root, iproute2, FRR and VXLAN: or SKIPPED (a panic under CI).
 fn can_run(test: &str) -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false);
-    let why = if !root {
-        Some("needs root".to_string())
-    } else if !on_path("ip") || !on_path("vtysh") {
-        Some("needs iproute2 and vtysh".to_string())
-    } else if let Some(missing) = FRR.iter().find(|p| !Path::new(p).exists()) {
-        Some(format!("needs FRR ({missing})"))
-    } else {
-        // Probed once per process: the tests of this file run in parallel, and the
-        // kernel refuses a second VXLAN with the same VNI and port in one namespace.
-        static VXLAN_OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let made = *VXLAN_OK.get_or_init(|| {
-            let probe = format!("mrsprobe{}", std::process::id() % 10_000);
-            let made = Command::new("ip")
-                .args([
-                    "link", "add", &probe, "type", "vxlan", "id", "1", "dstport", "0",
-                ])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            let _ = Command::new("ip").args(["link", "del", &probe]).output();
-            made
-        });
-        (!made).then(|| "kernel lacks vxlan".to_string())
-    };
-    match why {
-        None => true,
-        Some(why) if std::env::var_os("CI").is_some() => panic!("{test}: {why} (CI is set)"),
-        Some(why) => {
-            eprintln!("SKIPPED: {test}: {why}");
-            false
-        }
-    }
+    Preflight::new(test)
+        .root()
+        .tools(&["ip", "vtysh"])
+        .files(FRR)
+        .check(preflight::vxlan)
+        .ready()
 }
 
 /// One scenario at a time in this process (see the module comment).

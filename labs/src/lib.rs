@@ -14,6 +14,7 @@ pub mod kvm;
 pub mod lab;
 pub mod link_move;
 pub mod netns;
+pub mod preflight;
 pub mod probe;
 pub mod scenario;
 pub mod state;

@@ -17,6 +17,7 @@ use migroute_labs::guest_agent::{
 };
 use migroute_labs::kvm::{ensure_guest, ensure_qemu, with_agent, Site};
 use migroute_labs::netns;
+use migroute_labs::preflight::Preflight;
 use migroute_labs::probe::tcp::{run_client, TcpConfig};
 use migroute_labs::probe::udp::{echo_probe, RecvOptions, SendConfig};
 use migroute_labs::{Lab, LabError};
@@ -192,46 +193,22 @@ fn lab_echo_probes_reach_an_agent_in_another_node() {
 }
 
 fn is_root_with_ip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ip = Path::new("/usr/sbin/ip").exists() || Path::new("/sbin/ip").exists();
-    if root && ip {
-        return true;
-    }
-    let why = "lab echo-probe test needs root and ip";
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI must have every prerequisite)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
+    Preflight::new("lab echo-probe test")
+        .root()
+        // `ip` in /usr/sbin or /sbin, not searched on PATH.
+        .check(|| {
+            let ip = Path::new("/usr/sbin/ip").exists() || Path::new("/sbin/ip").exists();
+            (!ip).then(|| "ip".to_string())
+        })
+        .ready()
 }
 
 fn can_run_qemu() -> bool {
-    let mut missing = Vec::new();
-    let uid = Command::new("id").arg("-u").output().map(|o| o.stdout);
-    if !uid.is_ok_and(|u| u.trim_ascii() == b"0") {
-        missing.push("root".to_string());
-    }
-    for tool in ["ip", "qemu-img", "gzip", "ldd", "apt-get", "dpkg"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-            .unwrap_or(false);
-        if !found {
-            missing.push(tool.to_string());
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        missing.push("busybox-static".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("guest agent QEMU test needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI must have every prerequisite)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
+    Preflight::new("guest agent QEMU test")
+        .root()
+        .tools(&["ip", "qemu-img", "gzip", "ldd", "apt-get", "dpkg"])
+        .package("busybox-static", "/bin/busybox")
+        .ready()
 }
 
 fn run(cmd: &mut Command) -> String {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use migroute_labs::preflight::Preflight;
 use migroute_labs::probe::tcp::TcpConfig;
 use migroute_labs::probe::udp::{RecvOptions, SendConfig};
 use migroute_labs::{Lab, LabError, Topology};
@@ -18,29 +19,11 @@ fn labs_dir() -> PathBuf {
 
 /// Returns false (after printing why) when the machine cannot run labs.
 fn can_run(needs: &[&str]) -> bool {
-    let mut missing = Vec::new();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root".to_string());
-    }
-    for tool in needs.iter().chain(&["ip"]) {
-        let found = Path::new(tool).is_absolute() && Path::new(tool).exists()
-            || std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-                .unwrap_or(false);
-        if !found {
-            missing.push((*tool).to_string());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("lab test needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI must have every prerequisite)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
+    Preflight::new("lab test")
+        .root()
+        .tools(needs)
+        .tools(&["ip"])
+        .ready()
 }
 
 /// The VM's own view of its port: index, MAC, addresses (not the peer's location).

@@ -6,41 +6,23 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
+use migroute_labs::preflight::Preflight;
 use migroute_labs::scenario::{
     svg, Direction, Mode, Report, Scenario, ScenarioKind, ScenarioOptions, Site,
 };
 use migroute_labs::{Lab, Topology};
 
 fn can_run() -> bool {
-    let mut missing = Vec::new();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root".to_string());
-    }
-    for tool in [
-        "/usr/lib/frr/zebra",
-        "/usr/lib/frr/bgpd",
-        "/usr/lib/frr/ospfd",
-        "vtysh",
-        "ip",
-    ] {
-        let found = Path::new(tool).is_absolute() && Path::new(tool).exists()
-            || std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-                .unwrap_or(false);
-        if !found {
-            missing.push(tool.to_string());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("scenario test needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI must have every prerequisite)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
+    Preflight::new("scenario test")
+        .root()
+        .tools(&[
+            "/usr/lib/frr/zebra",
+            "/usr/lib/frr/bgpd",
+            "/usr/lib/frr/ospfd",
+            "vtysh",
+            "ip",
+        ])
+        .ready()
 }
 
 fn namespaces_with_prefix(prefix: &str) -> Vec<String> {

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use migroute_labs::kvm::{
     domain_xml, ensure_guest, ensure_qemu, link_sites, Accel, GuestSpec, Libvirtd, Site,
 };
+use migroute_labs::preflight::Preflight;
 use migroute_orchestration::drivers::libvirt::{LibvirtConfig, LibvirtHypervisor};
 use migroute_orchestration::drivers::{
     Hypervisor, HypervisorError, HypervisorEvent, ResumeImmediately,
@@ -39,33 +40,13 @@ const DISK: &str = "/var/lib/libvirt/images/mgguest.qcow2";
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn can_run() -> bool {
-    let mut missing = Vec::new();
-    let uid = Command::new("id").arg("-u").output().map(|o| o.stdout);
-    if !uid.is_ok_and(|u| u.trim_ascii() == b"0") {
-        missing.push("root".to_string());
-    }
-    for tool in [
-        "ip", "unshare", "libvirtd", "virsh", "qemu-img", "apt-get", "dpkg", "gzip", "ping",
-    ] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-            .unwrap_or(false);
-        if !found {
-            missing.push(tool.to_string());
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        missing.push("busybox-static".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("libvirt migration test needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI must have every prerequisite)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
+    Preflight::new("libvirt migration test")
+        .root()
+        .tools(&[
+            "ip", "unshare", "libvirtd", "virsh", "qemu-img", "apt-get", "dpkg", "gzip", "ping",
+        ])
+        .package("busybox-static", "/bin/busybox")
+        .ready()
 }
 
 /// The two sites with their libvirtds and the guest running at A. Field order is drop

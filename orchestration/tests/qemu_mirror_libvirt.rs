@@ -25,6 +25,7 @@ use migroute_labs::kvm::{
     domain_xml, ensure_guest, ensure_qemu, link_sites, with_qmp_monitor, Accel, GuestSpec,
     Libvirtd, Site,
 };
+use migroute_labs::preflight::Preflight;
 use migroute_orchestration::drivers::qmp::{Endpoint, QmpClient};
 use migroute_orchestration::drivers::{QemuMirrorStorage, Storage, StorageEvent};
 use migroute_orchestration::migration::{QemuMirrorPlan, SwitchMethod};
@@ -45,47 +46,24 @@ const RECORDS: usize = 2048;
 /// One lab at a time: each runs a libvirtd and an emulated guest on a small machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-        .unwrap_or(false)
-}
-
 fn can_run() -> bool {
-    let mut missing = Vec::new();
-    let uid = Command::new("id").arg("-u").output().map(|o| o.stdout);
-    if !uid.is_ok_and(|u| u.trim_ascii() == b"0") {
-        missing.push("root".to_string());
-    }
-    for tool in [
-        "ip",
-        "tc",
-        "unshare",
-        "libvirtd",
-        "virsh",
-        "qemu-img",
-        "qemu-storage-daemon",
-        "apt-get",
-        "dpkg",
-        "gzip",
-        "ping",
-    ] {
-        if !on_path(tool) {
-            missing.push(tool.to_string());
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        missing.push("busybox-static".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("qemu-mirror libvirt test needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI must have every prerequisite)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
+    Preflight::new("qemu-mirror libvirt test")
+        .root()
+        .tools(&[
+            "ip",
+            "tc",
+            "unshare",
+            "libvirtd",
+            "virsh",
+            "qemu-img",
+            "qemu-storage-daemon",
+            "apt-get",
+            "dpkg",
+            "gzip",
+            "ping",
+        ])
+        .package("busybox-static", "/bin/busybox")
+        .ready()
 }
 
 fn run(cmd: &mut Command) -> String {

@@ -12,6 +12,7 @@
 //!
 //! Needs root, `ip`, `tc` (tbf), `qemu-storage-daemon` and `qemu-img`.
 
+use migroute_labs::preflight::Preflight;
 use migroute_orchestration::drivers::qmp::{Endpoint, QmpClient};
 use migroute_orchestration::drivers::{QemuMirrorStorage, Storage, StorageError, StorageEvent};
 use migroute_orchestration::migration::{QemuMirrorPlan, SwitchMethod};
@@ -29,35 +30,10 @@ const MIB: u64 = 1 << 20;
 const LINK_TIME_1M: Duration = Duration::from_millis(42);
 
 fn can_run() -> bool {
-    let mut missing = Vec::new();
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        missing.push("root".to_string());
-    }
-    for tool in ["ip", "tc", "qemu-storage-daemon", "qemu-img"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-            .unwrap_or(false);
-        if !found {
-            missing.push(tool.to_string());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("qemu-mirror test needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI must have every prerequisite)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
+    Preflight::new("qemu-mirror test")
+        .root()
+        .tools(&["ip", "tc", "qemu-storage-daemon", "qemu-img"])
+        .ready()
 }
 
 fn run(args: &[&str]) {
