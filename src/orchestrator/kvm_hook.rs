@@ -454,7 +454,8 @@ pub const HOOK_PATH: [&str; 5] = [
 /// The [`MoveRecord`] of a `virsh migrate` the hook and the agents followed:
 /// - `preparing`: `virsh migrate` started → both agents prepared (by the hook);
 /// - `migrating`: → QEMU's STOP at the source (libvirt copies disk, then memory);
-/// - `pause`: STOP → RESUME at the destination;
+/// - `pause`: STOP → RESUME at the destination, reaching back to libvirt's own
+///   downtime before the resume when that is longer ([`Window::with_downtime`]);
 /// - `switching-over`: the first agent switched over → the source's override surely
 ///   in place. With `libvirt-watch` both switch over in the pause, the source first;
 ///   with the hook alone, the destination when it hears the guest. The source's
@@ -478,6 +479,8 @@ pub fn hook_record(
             .find(|(p, _)| p == phase)
             .map(|(_, ms)| ms * 1_000_000)
     };
+    let stat = |k: &str| mv.stats.get(k).copied();
+    let pause = pause.with_downtime(stat("downtime"));
     let mut phases = vec![Phase {
         name: "pause".into(),
         window: pause,
@@ -509,7 +512,6 @@ pub fn hook_record(
         (Some(a), Some(f)) if f >= a => Some(migroute_labs::scenario::ns_to_ms(f - a)),
         _ => None,
     };
-    let stat = |k: &str| mv.stats.get(k).copied();
     MoveRecord {
         pause,
         phases,

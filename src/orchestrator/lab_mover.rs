@@ -1073,10 +1073,13 @@ fn record(report: &Value, t_fib: Option<u64>) -> Result<MoveRecord, ScenarioErro
     let (Some(start), Some(end)) = (ms(&w["start_ms"]), ms(&w["end_ms"])) else {
         return Err(fail(format!("the report has no pause window: {report}")));
     };
+    let libvirt = &report["libvirt"];
     let pause = Window {
         start_unix_ns: start,
         end_unix_ns: end,
-    };
+    }
+    .with_downtime(libvirt["job"]["downtime_ms"].as_f64());
+    let start = pause.start_unix_ns;
     let mut phases = vec![Phase {
         name: "pause".into(),
         window: pause,
@@ -1102,7 +1105,6 @@ fn record(report: &Value, t_fib: Option<u64>) -> Result<MoveRecord, ScenarioErro
             },
         });
     }
-    let libvirt = &report["libvirt"];
     let hypervisor = (!libvirt.is_null()).then(|| {
         let job = &libvirt["job"];
         let t = &libvirt["timeline"];

@@ -141,6 +141,25 @@ impl Window {
     pub fn ms(&self) -> f64 {
         ns_to_ms(self.end_unix_ns.saturating_sub(self.start_unix_ns))
     }
+
+    /// A libvirt guest's pause: QEMU's STOP → RESUME stamps (`self`), reaching back to
+    /// libvirt's own `downtime` before the resume when that starts earlier. QEMU stamps
+    /// STOP only after it has paused the vCPUs and run its stop handlers (which drain
+    /// the guest's block I/O), while its downtime clock starts before both. The probe's
+    /// loss begins with the vCPUs' pause, not with the stamp: in one CI run it began
+    /// 7 ms before the STOP stamp, inside libvirt's downtime.
+    pub fn with_downtime(self, downtime_ms: Option<f64>) -> Window {
+        let Some(d) = downtime_ms.filter(|d| d.is_finite() && *d > 0.0) else {
+            return self;
+        };
+        let from_downtime = self
+            .end_unix_ns
+            .saturating_sub((d * 1_000_000.0).round() as u64);
+        Window {
+            start_unix_ns: self.start_unix_ns.min(from_downtime),
+            end_unix_ns: self.end_unix_ns,
+        }
+    }
 }
 
 /// Nanoseconds as ms rounded to the µs: finer is noise, and the report stays readable.
@@ -327,4 +346,30 @@ pub enum ScenarioError {
     /// Stopped on request (ctrl-c).
     #[error("scenario cancelled")]
     Cancelled,
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::Window;
+
+    #[test]
+    fn libvirts_downtime_reaches_back_before_the_stop_stamp() {
+        let ms = 1_000_000u64;
+        let stamps = Window {
+            start_unix_ns: 1000 * ms,
+            end_unix_ns: 1137 * ms,
+        };
+        // libvirt counted 141 ms ending at the resume: the pause began 4 ms earlier.
+        assert_eq!(
+            stamps.with_downtime(Some(141.0)),
+            Window {
+                start_unix_ns: 996 * ms,
+                end_unix_ns: 1137 * ms
+            }
+        );
+        // A shorter downtime never shrinks what QEMU stamped; no figure, no change.
+        assert_eq!(stamps.with_downtime(Some(100.0)), stamps);
+        assert_eq!(stamps.with_downtime(None), stamps);
+        assert_eq!(stamps.with_downtime(Some(f64::NAN)), stamps);
+    }
 }
