@@ -135,8 +135,10 @@ pub enum Step {
 }
 
 /// The domains this host switched over, by name: what the events that follow a pause
-/// mean depends on it. In memory only; a watch restarted between a pause and the end
-/// of that migration leaves an undo to the hook's `release` at the destination.
+/// mean depends on it. In memory only: a watch restarted between a pause and a failure
+/// of that migration does not undo it, and the migration stalls at its converge
+/// timeout for an operator to abort (both PEs switched over, so the destination's
+/// `release` hook leaves it alone).
 #[derive(Debug, Default)]
 pub struct Tracker {
     switched: HashMap<String, String>,
